@@ -1,0 +1,136 @@
+"""Command line: `python -m fedmpi [run] ...` and `python -m fedmpi check JOB.yaml`.
+
+`run` is the default command, so `mpirun -n 3 python -m fedmpi` runs
+jobs/default.yaml. Roles are dispatched here, once: rank 0 coordinates,
+ranks 1..N train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from fedmpi import __version__
+from fedmpi.errors import UsageError
+
+DEFAULT_JOB = os.path.join("jobs", "default.yaml")
+COMMANDS = ("run", "check")
+
+DESCRIPTION = """\
+fedmpi: federated learning over MPI with information-theoretic traces.
+
+Rank 0 is the coordinator (averages, evaluates, estimates mutual information,
+writes the HDF5 trace); ranks 1..N are workers that train on their own shard.
+
+commands:
+  run     train a job (the default command): mpirun -n 3 python -m fedmpi -c JOB.yaml
+  check   validate a job file and print its resolved config, without running it
+
+examples:
+  mpirun -n 3 python -m fedmpi                       # jobs/default.yaml, 2 workers
+  mpirun -n 5 python -m fedmpi -c jobs/smoke.yaml    # 4 workers, synthetic data
+  mpirun -n 3 python -m fedmpi --set sync.every=1000 --set sync.redistribute=false
+  python -m fedmpi check jobs/default.yaml
+"""
+
+
+def _add_job_args(p: argparse.ArgumentParser, with_config_flag: bool) -> None:
+    if with_config_flag:
+        p.add_argument("-c", "--config", metavar="FILE", default=None,
+                       help=f"job file (YAML); default: {DEFAULT_JOB}")
+    p.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                   help="override one config field, e.g. --set train.lr=0.05 (repeatable; the value is YAML)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fedmpi", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fedmpi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,check}")
+    run = sub.add_parser("run", help="train a job (default command)", description=(
+        "Train a job under MPI: rank 0 coordinates, ranks 1..N-1 are workers (mpirun -n N, N >= 2). "
+        "Writes the trace to OUT/<trace.path> (trace.path defaults to '{job}.h5', {job} being the "
+        "job file's name)."))
+    _add_job_args(run, with_config_flag=True)
+    run.add_argument("-o", "--out", metavar="DIR", default="runs",
+                     help="folder for the trace (default: runs/)")
+    run.add_argument("--force", action="store_true", help="overwrite an existing trace")
+    check = sub.add_parser("check", help="validate a job file without running it",
+                           description="Validate a job file (and --set overrides); print the resolved config.")
+    check.add_argument("job", metavar="JOB.yaml", help="job file to validate")
+    _add_job_args(check, with_config_flag=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["run"] + argv  # `run` is the default command
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args)
+    return _run(args)
+
+
+def _error(message: str) -> int:
+    sys.stderr.write(f"fedmpi: error: {message}\n")
+    sys.stderr.flush()
+    return 2
+
+
+def _check(args) -> int:
+    from fedmpi import config
+    try:
+        cfg = config.load(args.job, args.overrides)
+    except UsageError as exc:
+        return _error(str(exc))
+    print(f"# {args.job}: valid; resolved config:")
+    print(config.to_yaml(cfg), end="")
+    return 0
+
+
+def _run(args) -> int:
+    from fedmpi.comm import Comm
+    comm = Comm()
+    if comm.world_size < 2:
+        return _error("fedmpi needs at least 2 MPI ranks (rank 0 coordinates, ranks 1.. train); "
+                      "launch it as e.g. `mpirun -n 3 python -m fedmpi` for 2 workers")
+    try:
+        return _run_job(comm, args)
+    except UsageError as exc:
+        # Raised identically on every rank (same config, same files): rank 0 speaks for all.
+        return _error(str(exc)) if comm.is_coordinator else 2
+
+
+def _run_job(comm, args) -> int:
+    from fedmpi import config, data
+    from fedmpi.comm import run_or_abort
+    from fedmpi.trace import check_writable
+
+    path = args.config
+    if path is None:
+        if not os.path.exists(DEFAULT_JOB):
+            raise UsageError(f"no -c/--config given and {DEFAULT_JOB} is not here; run from the fedmpi "
+                             "folder or pass -c JOB.yaml")
+        path = DEFAULT_JOB
+    cfg = config.load(path, args.overrides)
+    job = config.job_name(path)
+    trace_path = os.path.join(args.out, cfg.trace.path.replace("{job}", job).replace("{seed}", str(cfg.seed)))
+
+    def preflight() -> None:
+        check_writable(trace_path, args.force)
+        data.ensure_available(cfg.data)
+    comm.agree(preflight)
+
+    from fedmpi.plan import make_plan
+    dataset = data.load(cfg.data, comm.num_workers, cfg.seed)
+    plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), comm.num_workers)
+
+    if comm.is_coordinator:
+        from fedmpi.console import Console
+        from fedmpi.coordinator import run_coordinator
+        console = Console(job, plan.schedule.num_syncs)
+        return run_or_abort(comm, lambda: run_coordinator(comm, cfg, dataset, plan, trace_path, job, console))
+    from fedmpi.worker import run_worker
+    return run_or_abort(comm, lambda: run_worker(comm, cfg, dataset, plan))

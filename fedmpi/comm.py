@@ -1,0 +1,160 @@
+"""The one module that talks MPI.
+
+Rank 0 is the coordinator, ranks 1..N the workers. Each method below that
+moves data is a sync point: every rank calls it, in the same order, with
+buffers of the same shape. Waits are non-blocking collectives polled with a
+growing sleep, because a rank blocked in MPICH's `Allreduce` busy-polls a whole
+core (measured here: ~100% CPU), which on a shared node takes that core from a
+worker. Importing this module starts nothing; `Comm()` initialises MPI.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Callable, TypeVar
+
+import numpy as np
+
+COORDINATOR = 0
+# Sleeping poll: start short so a sync that is ready costs little latency,
+# back off to at most this many seconds so a long wait costs ~no CPU.
+_POLL_MAX_S = 0.002
+_POLL_MIN_S = 0.00002
+
+T = TypeVar("T")
+
+
+class Comm:
+    """World communicator with fedmpi's roles and sync points."""
+
+    def __init__(self) -> None:
+        from mpi4py import MPI  # initialises MPI: only when a run really starts
+        self._MPI = MPI
+        self._comm = MPI.COMM_WORLD
+        self.rank: int = self._comm.Get_rank()
+        self.world_size: int = self._comm.Get_size()
+        # Collective over all ranks, so done here, once, where every rank passes.
+        self.node_worker_index, self.node_workers = self._node_placement()
+
+    # ------------------------------------------------------------ roles
+    @property
+    def is_coordinator(self) -> bool:
+        return self.rank == COORDINATOR
+
+    @property
+    def num_workers(self) -> int:
+        return self.world_size - 1
+
+    @property
+    def worker_index(self) -> int:
+        """0-based worker index (rank - 1); -1 on the coordinator."""
+        return self.rank - 1
+
+    def _node_placement(self) -> tuple[int, int]:
+        """(this worker's index among the workers on its node, number of workers on the node).
+
+        Uses the shared-memory split (MPI_COMM_TYPE_SHARED), so it follows the
+        real placement of ranks on nodes, whatever the launcher.
+        """
+        node = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
+        ranks = node.allgather(self.rank)
+        node.Free()
+        workers = sorted(r for r in ranks if r != COORDINATOR)
+        return (workers.index(self.rank) if self.rank in workers else -1), len(workers)
+
+    # ------------------------------------------------------------ waits
+    def _wait(self, request) -> None:
+        delay = _POLL_MIN_S
+        while not request.Test():
+            time.sleep(delay)
+            delay = min(2 * delay, _POLL_MAX_S)
+
+    # ------------------------------------------------------------ sync points
+    def agree(self, fn: Callable[[], T]) -> T:
+        """Sync point: run `fn` on the coordinator only and give every rank its result.
+
+        If `fn` raises a UsageError on the coordinator, every rank raises it, so a
+        bad data root or output path ends the job cleanly everywhere.
+        """
+        from fedmpi.errors import UsageError
+        outcome: tuple[str, object] = ("ok", None)
+        if self.is_coordinator:
+            try:
+                outcome = ("ok", fn())
+            except UsageError as exc:
+                outcome = ("usage", str(exc))
+        kind, value = self._comm.bcast(outcome, root=COORDINATOR)
+        if kind == "usage":
+            raise UsageError(value)
+        return value
+
+    def gather_probes(self, x_buf: np.ndarray, y_buf: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Sync point, once at start: each worker's probe inputs (P, ...) float32 and labels (P,) int64.
+
+        The coordinator passes zero buffers of the same shape and gets
+        (W, P, ...) and (W, P); workers get None.
+        """
+        xs = self._gather(x_buf)
+        ys = self._gather(y_buf)
+        return (xs, ys) if self.is_coordinator else None
+
+    def sum_contributions(self, send_buf: np.ndarray, recv_buf: np.ndarray,
+                          collective: str) -> np.ndarray | None:
+        """Sync point, every round: recv_buf <- sum over ranks of send_buf (P + 1,) float32.
+
+        The coordinator contributes zeros. With collective 'allreduce' this is one
+        Allreduce. With 'gather' the coordinator gathers every buffer, sums them
+        in rank order and broadcasts the sum; it also returns the gathered
+        (W, P + 1) contributions, which per-worker analyses need.
+        """
+        if collective == "allreduce":
+            self._wait(self._comm.Iallreduce(send_buf, recv_buf, op=self._MPI.SUM))
+            return None
+        stacked = self._gather(send_buf)
+        if self.is_coordinator:
+            np.sum(stacked, axis=0, out=recv_buf)
+        self._wait(self._comm.Ibcast(recv_buf, root=COORDINATOR))
+        return stacked
+
+    def report(self, metrics_buf: np.ndarray, z_buf: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sync point, each logged round: workers' metrics (M,) float64 and, when due, Z (2, P, D) float32.
+
+        The coordinator passes zero buffers and gets (W, M) and (W, 2, P, D).
+        """
+        metrics = self._gather(metrics_buf)
+        z = self._gather(z_buf) if z_buf is not None else None
+        return metrics, z
+
+    def _gather(self, buf: np.ndarray) -> np.ndarray | None:
+        recv = np.empty((self.world_size,) + buf.shape, dtype=buf.dtype) if self.is_coordinator else None
+        self._wait(self._comm.Igather(buf, recv, root=COORDINATOR))
+        return recv[1:] if self.is_coordinator else None
+
+    # ------------------------------------------------------------ failure
+    def abort(self, code: int = 1) -> None:
+        self._comm.Abort(code)
+
+
+def run_or_abort(comm: Comm, fn: Callable[[], T]) -> T:
+    """Run this rank's role; if it raises, print why and abort every rank.
+
+    Without the abort the other ranks would wait forever in their next sync
+    point. A UsageError here was seen by this rank alone, so it aborts too,
+    with its one line instead of a traceback.
+    """
+    from fedmpi.errors import UsageError
+    try:
+        return fn()
+    except BaseException as exc:  # noqa: BLE001 - anything, KeyboardInterrupt too, must end the job
+        role = "coordinator" if comm.is_coordinator else f"worker {comm.worker_index + 1}"
+        if isinstance(exc, UsageError):
+            text, code = f"fedmpi: error on rank {comm.rank} ({role}): {exc}\n", 2
+        else:
+            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            text, code = f"fedmpi: rank {comm.rank} ({role}) failed; aborting the job\n" + "".join(lines), 1
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        comm.abort(code)
+        raise

@@ -1,0 +1,270 @@
+"""Typed job configuration: YAML sections mapped onto frozen dataclasses.
+
+A job file (`jobs/*.yaml`) has the sections of DESIGN.md: `seed`, `data`,
+`model`, `train`, `sync`, `mi`, `trace`, `device`. Every key is optional and
+falls back to the default written next to its field here. Unknown keys, wrong
+types and out-of-range values raise `UsageError` naming the key and what is
+allowed. `--set section.key=value` overrides go through the same checks. The
+resolved config (`to_yaml`) is stored in every trace, so a run can be redone
+from its trace alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from fedmpi.errors import UsageError
+from fedmpi.info import ESTIMATORS, PARAMS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: Literal["cifar10", "synthetic"] = "cifar10"
+    root: str = "data"  # folder that holds (or receives) cifar-10-batches-py/
+    download: bool = True  # fetch the official CIFAR-10 archive if root has none
+    partition: Literal["iid", "classes", "dirichlet"] = "iid"
+    alpha: float = 0.5  # Dirichlet concentration, used by partition: dirichlet
+    samples_per_worker: int = 0  # 0: split the whole training set over the workers
+    probe_size: int = 1000  # examples per worker whose representation Z is logged
+    eval_size: int = 2000  # shard examples behind local_acc/averaged_acc; 0: the whole shard
+    test_size: int = 0  # test examples behind test_acc; 0: the whole test set
+
+    def check(self) -> None:
+        _require(self.alpha > 0, "data.alpha", "a number > 0", self.alpha)
+        _require(self.samples_per_worker >= 0, "data.samples_per_worker",
+                 "an integer >= 0 (0 = split the whole training set)", self.samples_per_worker)
+        _require(self.probe_size >= 1, "data.probe_size", "an integer >= 1", self.probe_size)
+        _require(self.eval_size == 0 or self.eval_size >= self.probe_size, "data.eval_size",
+                 f"0 (whole shard) or an integer >= data.probe_size ({self.probe_size}): "
+                 "the probe is part of the evaluation subset", self.eval_size)
+        _require(self.test_size >= 0, "data.test_size", "an integer >= 0 (0 = whole test set)",
+                 self.test_size)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["lenet"] = "lenet"  # see fedmpi.models.MODELS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # the paper's mini-batch size
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 20  # local epochs, counted on the largest shard
+    threads: int = 1  # torch threads per worker; 1 keeps co-located workers off each other's cores
+
+    def check(self) -> None:
+        _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
+        _require(self.lr > 0, "train.lr", "a number > 0", self.lr)
+        _require(0 <= self.momentum < 1, "train.momentum", "a number in [0, 1)", self.momentum)
+        _require(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
+        _require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
+        _require(self.threads >= 1, "train.threads", "an integer >= 1", self.threads)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    every: int = 100  # local batches between sync points
+    redistribute: bool = True  # false: workers keep their own models (the paper's "without sending back")
+    collective: Literal["allreduce", "gather"] = "allreduce"  # gather: coordinator sees every local model
+
+    def check(self) -> None:
+        _require(self.every >= 1, "sync.every", "an integer >= 1", self.every)
+
+
+@dataclass(frozen=True)
+class MIConfig:
+    estimators: tuple[str, ...] = ("edge",)  # any subset of fedmpi.info.ESTIMATORS; [] turns MI off
+    every: int = 1  # estimate at every k-th logged sync point
+    edge: Any = field(default_factory=PARAMS["edge"])
+    ksg: Any = field(default_factory=PARAMS["ksg"])
+    binning: Any = field(default_factory=PARAMS["binning"])
+    kde: Any = field(default_factory=PARAMS["kde"])
+
+    def check(self) -> None:
+        for name in self.estimators:
+            _require(name in ESTIMATORS, "mi.estimators", f"a list drawn from {list(ESTIMATORS)}", name)
+        _require(len(set(self.estimators)) == len(self.estimators), "mi.estimators",
+                 "a list without repeats", list(self.estimators))
+        _require(self.every >= 1, "mi.every", "an integer >= 1", self.every)
+        for name in ESTIMATORS:
+            try:
+                getattr(self, name).validate()
+            except ValueError as exc:
+                raise UsageError(f"mi.{name}: {exc}") from None
+
+    def params(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    path: str = "{job}.h5"  # trace file; relative to --out; {job} is the job file's name
+    activations: bool = True  # log Z of the probe set for local and averaged models
+    every: int = 1  # log every k-th sync point (the last one is always logged)
+
+    def check(self) -> None:
+        _require(self.path.strip() != "", "trace.path", "a file name such as '{job}.h5'", self.path)
+        _require(self.every >= 1, "trace.every", "an integer >= 1", self.every)
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0  # one seed for data, partition, probes, init and batch order
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    mi: MIConfig = field(default_factory=MIConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU per worker when CUDA is there
+
+    def check(self) -> None:
+        _require(self.seed >= 0, "seed", "an integer >= 0", self.seed)
+
+
+def _require(ok: bool, key: str, allowed: str, got: Any) -> None:
+    if not ok:
+        raise UsageError(f"config: {key} must be {allowed}, got {got!r}")
+
+
+# ---------------------------------------------------------------- parsing
+
+def from_dict(raw: Any) -> Config:
+    """Build and check a Config from a YAML-shaped dict (missing keys take defaults)."""
+    if raw is None:
+        raw = {}
+    return _build(Config, raw, "")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the job file"
+    if not isinstance(raw, dict):
+        raise UsageError(f"config: {where} must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    defaults = {f.name: _default_of(f) for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in defaults:
+            raise UsageError(f"config: unknown key '{prefix}{key}'; allowed keys in {where}: "
+                             f"{', '.join(defaults)}")
+    values = {key: _coerce(raw[key], hints[key], defaults[key], prefix + key) for key in raw}
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check()
+    return obj
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()
+
+
+def _coerce(value: Any, hint: Any, default: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(default):  # a nested section, typed by its default
+        return _build(type(default), value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise UsageError(f"config: {key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"config: {key} must be a list, got {value!r}")
+        return tuple(_coerce(v, item, None, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"config: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"config: {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        # YAML 1.1 reads `1e-3` (no dot) as a string; accept any number spelled out.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"config: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UsageError(f"config: {key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"fedmpi.config cannot parse {key} of type {hint}")
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set takes section.key=value, got {assignment!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"--set {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load(path: str | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a job file (or the defaults, when path is None) and apply `--set` overrides."""
+    raw: Any = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh)
+        except FileNotFoundError:
+            raise UsageError(f"job file {path} does not exist; give an existing file with -c "
+                             "(examples are in jobs/)") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read job file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise UsageError(f"job file {path} is not valid YAML{where}: {problem}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise UsageError(f"job file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    return from_dict(raw)
+
+
+def to_dict(cfg: Config) -> dict:
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML; `load` of this text gives back an equal Config."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def job_name(path: str | None) -> str:
+    return os.path.splitext(os.path.basename(path))[0] if path else "default"

@@ -1,0 +1,63 @@
+"""A model's parameters living in one flat float32 vector.
+
+`FlatParams` re-points every parameter (and floating buffer) of a module at a
+slice of one contiguous vector, so the optimizer updates the vector in place
+and a sync point reads or writes the whole model with one copy: no state-dict
+pickling, no per-tensor messages. The layout (name, offset, shape per tensor)
+is stored in the trace so per-layer analyses can cut the vector again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class FlatParams:
+    """Parameters of `module` as views into `self.vector` (P,) float32."""
+
+    def __init__(self, module: nn.Module):
+        tensors = [(n, p) for n, p in module.named_parameters()]
+        tensors += [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
+        self.slots: list[Slot] = []
+        offset = 0
+        for name, t in tensors:
+            self.slots.append(Slot(name, offset, tuple(t.shape)))
+            offset += t.numel()
+        device = tensors[0][1].device if tensors else torch.device("cpu")
+        self.vector = torch.empty(offset, dtype=torch.float32, device=device)  # (P,)
+        for slot, (name, t) in zip(self.slots, tensors):
+            view = self.vector[slot.offset:slot.offset + slot.numel].view(slot.shape)
+            view.copy_(t.detach())
+            t.data = view  # the module now reads and writes the vector
+
+    @property
+    def size(self) -> int:
+        return self.vector.numel()
+
+    def assign(self, values: torch.Tensor) -> None:
+        """Overwrite every parameter with `values` (P,), in place."""
+        self.vector.copy_(values)
+
+
+def layout_arrays(slots: list[Slot]) -> dict[str, np.ndarray]:
+    """The layout as plain arrays for the trace: names, offsets, sizes."""
+    return {
+        "names": np.array([s.name for s in slots], dtype=object),
+        "offsets": np.array([s.offset for s in slots], dtype=np.int64),
+        "sizes": np.array([s.numel for s in slots], dtype=np.int64),
+    }

@@ -1,0 +1,115 @@
+"""Mutual-information estimators for I(X;Z) and I(Z;Y), results in nats.
+
+Adilova, Rosenzweig, Kamp, "Information-theoretic perspective of federated
+learning" (2019) measure, at each aggregation, the MI between the inputs X and
+the last hidden representation Z, and between Z and the labels Y, with EDGE
+(Noshad et al., ICASSP 2019).  fedmpi offers four estimators, one module each:
+
+- ``edge``    -- :mod:`fedmpi.info.edge`, hashing/dependence-graph ensemble.
+- ``ksg``     -- :mod:`fedmpi.info.ksg`, Kraskov-Stoegbauer-Grassberger k-NN.
+- ``binning`` -- :mod:`fedmpi.info.binning`, Shwartz-Ziv & Tishby binning.
+- ``kde``     -- :mod:`fedmpi.info.kde`, Kolchinsky-Tracey pairwise-KL bound.
+
+Convention: ``estimate(name, a, b)`` with ``a`` the input side (X, or Z when
+b is labels) and ``b`` the representation or labels.  A 1-D integer array is a
+label vector; any other array is samples along axis 0, flattened to (N, d).
+See docs/mutual-information.md for the exact formulas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from types import ModuleType
+
+from . import _common, binning, edge, kde, ksg
+
+ESTIMATORS: tuple[str, ...] = ("edge", "ksg", "binning", "kde")
+
+_MODULES: dict[str, ModuleType] = {"edge": edge, "ksg": ksg, "binning": binning, "kde": kde}
+
+PARAMS: dict[str, type] = {
+    "edge": edge.EdgeParams,
+    "ksg": ksg.KsgParams,
+    "binning": binning.BinningParams,
+    "kde": kde.KdeParams,
+}
+
+__all__ = ["ESTIMATORS", "PARAMS", "Prepared", "estimate", "prepare", "resolve_params"]
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """One side (the ``a`` argument) precomputed by :func:`prepare`.
+
+    Only valid for the estimator and the exact parameters it was made with.
+    """
+
+    estimator: str
+    params: object  # the PARAMS[estimator] instance used
+    n: int  # number of samples
+    side: object  # estimator-specific precomputed data
+
+
+def _module(name: str) -> ModuleType:
+    if name not in _MODULES:
+        raise ValueError(f"unknown MI estimator {name!r}; choose one of {ESTIMATORS}")
+    return _MODULES[name]
+
+
+def resolve_params(name: str, params=None, **overrides):
+    """Return validated parameters for ``name``: defaults or ``params``, then overrides."""
+    _module(name)
+    cls = PARAMS[name]
+    if params is None:
+        params = cls()
+    elif not isinstance(params, cls):
+        raise ValueError(f"params for {name!r} must be a {cls.__name__}, got {type(params).__name__}")
+    if overrides:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown {name} parameter(s) {unknown}; allowed: {sorted(fields)}")
+        params = dataclasses.replace(params, **overrides)
+    params.validate()
+    return params
+
+
+def _prepare(name: str, x, params, position: int) -> Prepared:
+    side = _common.as_side(x)
+    return Prepared(name, params, side.n, _MODULES[name].prepare_side(side, params, position))
+
+
+def prepare(name: str, a, params=None, **overrides) -> Prepared:
+    """Precompute the ``a`` side once, for repeated ``estimate(name, prepared, b)``.
+
+    ``estimate(name, prepare(name, a, p), b, p)`` equals ``estimate(name, a, b, p)``
+    exactly.
+    """
+    params = resolve_params(name, params, **overrides)
+    return _prepare(name, a, params, position=0)
+
+
+def estimate(name: str, a, b, params=None, **overrides) -> float:
+    """I(a; b) in nats with estimator ``name``.
+
+    ``a``: float array (N, ...) , integer labels (N,), or a :class:`Prepared`
+    from :func:`prepare` with the same estimator and parameters.  ``b``: float
+    array (N, ...) or integer labels (N,).  Inputs are never modified and the
+    global RNG is never used.
+    """
+    params = resolve_params(name, params, **overrides)
+    if isinstance(a, Prepared):
+        if a.estimator != name:
+            raise ValueError(f"prepared input was made by estimator {a.estimator!r}, not {name!r}")
+        if a.params != params:
+            raise ValueError(f"prepared input was made with {a.params}, not {params}")
+        pa = a
+    else:
+        pa = _prepare(name, a, params, position=0)
+    if isinstance(b, Prepared):
+        raise ValueError("a prepared input must be passed as the first argument `a`")
+    pb = _prepare(name, b, params, position=1)
+    if pa.n != pb.n:
+        raise ValueError(f"a and b must have the same number of samples, got {pa.n} and {pb.n}")
+    return float(_MODULES[name].mutual_information(pa.side, pb.side, params))

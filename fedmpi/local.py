@@ -1,0 +1,88 @@
+"""One worker's local training: model, optimizer, batch order, evaluation.
+
+Shared by the MPI worker and the single-process reference, so the two run the
+same algorithm step for step. Data are tensors already on the device and
+batched by index; the hot loop does no per-example Python work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fedmpi.flat import FlatParams
+from fedmpi.models import build_model
+from fedmpi.seeding import INIT, ORDER, int_seed
+
+EVAL_CHUNK = 1000  # examples per forward pass in evaluation; bounds activation memory
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    loss: float  # mean cross-entropy, nats
+    z_probe: torch.Tensor | None  # (P, D) representation of the first P examples
+
+
+def new_model(cfg, input_shape, num_classes, device):
+    """Every worker starts from the same initial weights (same seed), as FedAvg assumes."""
+    return build_model(cfg.model.name, input_shape, num_classes, int_seed(cfg.seed, INIT)).to(device)
+
+
+class LocalTrainer:
+    def __init__(self, cfg, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, worker: int):
+        self.model = model
+        self.flat = FlatParams(model)
+        self.x, self.y = x, y  # (N, C, H, W) float32, (N,) int64 on the model's device
+        self.batch_size = cfg.train.batch_size
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                   weight_decay=cfg.train.weight_decay)
+        # Own generator: the batch order is a function of (seed, worker) alone.
+        self.gen = torch.Generator().manual_seed(int_seed(cfg.seed, ORDER, worker))
+        self.perm = torch.empty(0, dtype=torch.int64)
+        self.pos = 0
+        self.epochs_started = 0
+
+    def _next_batch(self) -> torch.Tensor:
+        if self.pos >= len(self.perm):
+            self.perm = torch.randperm(len(self.y), generator=self.gen).to(self.x.device)
+            self.pos = 0
+            self.epochs_started += 1
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def train(self, steps: int) -> float:
+        """Run `steps` SGD steps; returns the mean training loss over them."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.x.device)
+        for _ in range(steps):
+            idx = self._next_batch()
+            logits = self.model(self.x.index_select(0, idx))
+            loss = F.cross_entropy(logits, self.y.index_select(0, idx))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            loss_sum += loss.detach()  # stays on the device: no per-step host sync
+        return float(loss_sum) / max(steps, 1)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, probe_size: int = 0) -> Evaluation:
+    """Accuracy and mean loss on (x, y); Z of the first `probe_size` examples if > 0."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    zs = []
+    for start in range(0, len(y), EVAL_CHUNK):
+        logits, z = model.forward_with_representation(x[start:start + EVAL_CHUNK])
+        target = y[start:start + EVAL_CHUNK]
+        correct += (logits.argmax(1) == target).sum()
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
+        if start < probe_size:
+            zs.append(z[:probe_size - start])
+    n = max(len(y), 1)
+    z_probe = torch.cat(zs).float().cpu() if probe_size else None
+    return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe)

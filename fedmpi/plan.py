@@ -1,0 +1,95 @@
+"""What every rank derives identically from the config: shards, subsets, schedule.
+
+Nothing is negotiated at run time: the coordinator, each worker and the
+single-process reference compute the same `Plan`, so they agree on the number
+of sync points, which of them are logged, and which examples form each
+worker's shard, evaluation subset and probe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedmpi.errors import UsageError
+from fedmpi.partition import partition
+from fedmpi.seeding import SUBSETS, TEST, rng_for
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Sync points of a run. Sync point i ends after `step(i)` local batches."""
+
+    total_steps: int  # local batches per worker over the whole run
+    sync_every: int
+    trace_every: int
+    mi_every: int
+
+    @property
+    def num_syncs(self) -> int:
+        return math.ceil(self.total_steps / self.sync_every)
+
+    def step(self, i: int) -> int:
+        return min((i + 1) * self.sync_every, self.total_steps)
+
+    def steps_before(self, i: int) -> int:
+        """Local batches between sync points i - 1 and i (the last interval may be shorter)."""
+        return self.step(i) - (self.step(i - 1) if i > 0 else 0)
+
+    def logged(self, i: int) -> bool:
+        """Sync points recorded in the trace: every trace_every-th, and always the last."""
+        return (i + 1) % self.trace_every == 0 or i == self.num_syncs - 1
+
+    def logged_syncs(self) -> list[int]:
+        return [i for i in range(self.num_syncs) if self.logged(i)]
+
+    def mi_due(self, i: int) -> bool:
+        """MI is estimated at every mi_every-th logged sync point (the first included) and the last."""
+        if not self.logged(i):
+            return False
+        row = self.logged_syncs().index(i)
+        return row % self.mi_every == 0 or i == self.num_syncs - 1
+
+
+@dataclass(frozen=True)
+class WorkerData:
+    """Indices into the training set of one worker; probe == eval_indices[:probe_size]."""
+
+    shard: np.ndarray  # (n_k,) int64, sorted
+    eval_positions: np.ndarray  # (E,) positions within the shard
+    probe_positions: np.ndarray  # (P,) positions within the shard
+
+
+@dataclass(frozen=True)
+class Plan:
+    num_workers: int
+    workers: tuple[WorkerData, ...]
+    test_indices: np.ndarray  # (T,) int64
+    schedule: Schedule
+    probe_size: int
+
+    @property
+    def num_examples(self) -> tuple[int, ...]:
+        return tuple(len(w.shard) for w in self.workers)
+
+
+def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) -> Plan:
+    d = cfg.data
+    shards = partition(train_labels, num_workers, d.partition, seed=cfg.seed, alpha=d.alpha,
+                       samples_per_worker=d.samples_per_worker, min_examples=d.probe_size)
+    workers = []
+    for k, shard in enumerate(shards):
+        order = rng_for(cfg.seed, SUBSETS, k).permutation(len(shard))
+        size = len(shard) if d.eval_size == 0 else min(d.eval_size, len(shard))
+        workers.append(WorkerData(shard, order[:size], order[:d.probe_size]))
+    if d.test_size > num_test:
+        raise UsageError(f"config: data.test_size={d.test_size} but the test set has {num_test} "
+                         "examples; lower it or use 0 for the whole test set")
+    test = np.arange(num_test) if d.test_size == 0 else np.sort(
+        rng_for(cfg.seed, TEST).permutation(num_test)[:d.test_size])
+    largest = max(len(s) for s in shards)
+    total_steps = cfg.train.epochs * math.ceil(largest / cfg.train.batch_size)
+    schedule = Schedule(total_steps, cfg.sync.every, cfg.trace.every, cfg.mi.every)
+    return Plan(num_workers, tuple(workers), test, schedule, d.probe_size)

@@ -1,0 +1,91 @@
+"""The worker loop: train on the own shard, join every sync point, report.
+
+Round protocol (DESIGN.md): every `sync.every` local batches the worker packs
+`[w * theta, w]` into one float32 buffer, joins the sum over all ranks, and
+continues from the average (`sync.redistribute: true`) or from its own model.
+At logged sync points it evaluates its local model and the average on its
+evaluation subset, computes Z of its probe under both, and reports them to
+the coordinator.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from fedmpi.averaging import average_from_sum, pack_contribution
+from fedmpi.device import pick_device
+from fedmpi.local import LocalTrainer, evaluate, new_model
+
+# Per-worker metrics sent at each logged sync point, in this order.
+METRICS = ("local_acc", "local_loss", "averaged_acc", "averaged_loss", "train_loss",
+           "train_seconds", "eval_seconds", "sync_seconds")
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def run_worker(comm, cfg, dataset, plan) -> int:
+    k = comm.worker_index
+    torch.set_num_threads(cfg.train.threads)
+    cuda_count = torch.cuda.device_count() if cfg.device != "cpu" else 0
+    device = torch.device(pick_device(cfg.device, comm.node_worker_index, cuda_count))
+
+    mine = plan.workers[k]
+    x = dataset.to_tensor(dataset.train_x[mine.shard]).to(device)  # (n_k, C, H, W) float32
+    y = torch.from_numpy(dataset.train_y[mine.shard]).to(device)  # (n_k,) int64
+    eval_x, eval_y = x[mine.eval_positions], y[mine.eval_positions]  # probe = first P of these
+    comm.gather_probes(eval_x[:plan.probe_size].cpu().numpy(), eval_y[:plan.probe_size].cpu().numpy())
+
+    model = new_model(cfg, dataset.input_shape, dataset.num_classes, device)
+    trainer = LocalTrainer(cfg, model, x, y, k)
+    redistribute = cfg.sync.redistribute
+    num_examples = len(mine.shard)
+    schedule = plan.schedule
+    on_cpu = device.type == "cpu"
+
+    send_buf = np.empty(trainer.flat.size + 1, dtype=np.float32)  # (P + 1,) [w * theta, w]
+    sum_buf = np.empty_like(send_buf)  # (P + 1,) sum over ranks
+    metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
+    z_buf = np.empty((2, plan.probe_size, model.representation_dim), dtype=np.float32)  # (2, P, D) local, averaged
+    times = dict(train=0.0, eval=0.0, sync=0.0)
+
+    for i in range(schedule.num_syncs):
+        t0 = time.perf_counter()
+        train_loss = trainer.train(schedule.steps_before(i))
+        t1 = time.perf_counter()
+        # On CPU the flat vector is shared with numpy; on a GPU it comes over once per sync.
+        theta = trainer.flat.vector.numpy() if on_cpu else trainer.flat.vector.cpu().numpy()
+        if not (np.isfinite(train_loss) and np.isfinite(theta).all()):
+            raise NonFiniteError(f"worker {k + 1}: loss or parameters are not finite before sync point "
+                                 f"{i} (step {schedule.step(i)}); lower train.lr or check the data")
+        pack_contribution(theta, num_examples, send_buf)
+        comm.sum_contributions(send_buf, sum_buf, cfg.sync.collective)
+        averaged = average_from_sum(sum_buf)  # (P,) float32
+        t2 = time.perf_counter()
+        times["train"] += t1 - t0
+        times["sync"] += t2 - t1
+
+        if not schedule.logged(i):
+            if redistribute:
+                trainer.flat.assign(torch.from_numpy(averaged))
+            continue
+        want_z = cfg.trace.activations or (bool(cfg.mi.estimators) and schedule.mi_due(i))
+        probe = plan.probe_size if want_z else 0
+        local_theta = trainer.flat.vector.clone()
+        local = evaluate(model, eval_x, eval_y, probe)
+        trainer.flat.assign(torch.from_numpy(averaged))
+        avg = evaluate(model, eval_x, eval_y, probe)
+        if not redistribute:  # the paper's "without sending back": keep training the own model
+            trainer.flat.assign(local_theta)
+        times["eval"] += time.perf_counter() - t2
+        metrics_buf[:] = (local.accuracy, local.loss, avg.accuracy, avg.loss, train_loss,
+                          times["train"], times["eval"], times["sync"])
+        if want_z:
+            z_buf[0], z_buf[1] = local.z_probe.numpy(), avg.z_probe.numpy()
+        comm.report(metrics_buf, z_buf if want_z else None)
+        times = dict(train=0.0, eval=0.0, sync=0.0)
+    return 0
