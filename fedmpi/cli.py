@@ -15,7 +15,7 @@ from fedmpi import __version__
 from fedmpi.errors import UsageError
 
 DEFAULT_JOB = os.path.join("jobs", "default.yaml")
-COMMANDS = ("run", "check")
+COMMANDS = ("run", "check", "analyze")
 
 DESCRIPTION = """\
 fedmpi: federated learning over MPI with information-theoretic traces.
@@ -26,12 +26,14 @@ writes the HDF5 trace); ranks 1..N are workers that train on their own shard.
 commands:
   run     train a job (the default command): mpirun -n 3 python -m fedmpi -c JOB.yaml
   check   validate a job file and print its resolved config, without running it
+  analyze summarise traces, draw the paper's figures, export CSV, re-estimate MI
 
 examples:
   mpirun -n 3 python -m fedmpi                       # jobs/default.yaml, 2 workers
   mpirun -n 5 python -m fedmpi -c jobs/smoke.yaml    # 4 workers, synthetic data
   mpirun -n 3 python -m fedmpi --set sync.every=1000 --set sync.redistribute=false
   python -m fedmpi check jobs/default.yaml
+  python -m fedmpi analyze runs/default.h5 --plots figures/
 """
 
 
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedmpi", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fedmpi {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,check}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,analyze}")
     run = sub.add_parser("run", help="train a job (default command)", description=(
         "Train a job under MPI: rank 0 coordinates, ranks 1..N-1 are workers (mpirun -n N, N >= 2). "
         "Writes the trace to OUT/<trace.path> (trace.path defaults to '{job}.h5', {job} being the "
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Validate a job file (and --set overrides); print the resolved config.")
     check.add_argument("job", metavar="JOB.yaml", help="job file to validate")
     _add_job_args(check, with_config_flag=False)
+    from fedmpi import analyze
+    analyze.add_parser(sub)
     return parser
 
 
@@ -70,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return _check(args)
+    if args.command == "analyze":
+        from fedmpi import analyze
+        return analyze.main(args)
     return _run(args)
 
 

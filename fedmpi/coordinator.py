@@ -63,7 +63,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
         comm.sum_contributions(zero_buf, sum_buf, cfg.sync.collective)
         if not schedule.logged(i):
             continue
-        want_z = cfg.trace.activations or (mi is not None and schedule.mi_due(i))
+        want_z = schedule.wants_z(i)
         worker_metrics, z = comm.report(metrics_buf, z_buf if want_z else None)
         averaged = average_from_sum(sum_buf)
         flat.assign(torch.from_numpy(averaged))

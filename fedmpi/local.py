@@ -26,6 +26,17 @@ class Evaluation:
     z_probe: torch.Tensor | None  # (P, D) representation of the first P examples
 
 
+def worker_tensors(dataset, worker_data, device):
+    """A worker's shard and evaluation subset as tensors on its device.
+
+    Returns x (n_k, C, H, W) float32, y (n_k,) int64, and the evaluation subset
+    eval_x, eval_y, whose first P examples are the probe.
+    """
+    x = dataset.to_tensor(dataset.train_x[worker_data.shard]).to(device)
+    y = torch.from_numpy(dataset.train_y[worker_data.shard]).to(device)
+    return x, y, x[worker_data.eval_positions], y[worker_data.eval_positions]
+
+
 def new_model(cfg, input_shape, num_classes, device):
     """Every worker starts from the same initial weights (same seed), as FedAvg assumes."""
     return build_model(cfg.model.name, input_shape, num_classes, int_seed(cfg.seed, INIT)).to(device)
@@ -86,3 +97,17 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, probe_siz
     n = max(len(y), 1)
     z_probe = torch.cat(zs).float().cpu() if probe_size else None
     return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe)
+
+
+def evaluate_and_continue(trainer: LocalTrainer, averaged: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                          probe_size: int, redistribute: bool) -> tuple[Evaluation, Evaluation]:
+    """At a logged sync point: evaluate the local model, then the average; leave the
+    trainer on the average (redistribute) or back on its own model (the paper's
+    "without sending back")."""
+    local_theta = trainer.flat.vector.clone()
+    local = evaluate(trainer.model, x, y, probe_size)
+    trainer.flat.assign(averaged)
+    avg = evaluate(trainer.model, x, y, probe_size)
+    if not redistribute:
+        trainer.flat.assign(local_theta)
+    return local, avg

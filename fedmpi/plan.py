@@ -26,6 +26,8 @@ class Schedule:
     sync_every: int
     trace_every: int
     mi_every: int
+    activations: bool = False  # trace.activations
+    mi_on: bool = False  # any MI estimator configured
 
     @property
     def num_syncs(self) -> int:
@@ -51,6 +53,10 @@ class Schedule:
             return False
         row = self.logged_syncs().index(i)
         return row % self.mi_every == 0 or i == self.num_syncs - 1
+
+    def wants_z(self, i: int) -> bool:
+        """Whether workers send Z at sync point i: to log it, or to estimate MI from it."""
+        return self.logged(i) and (self.activations or (self.mi_on and self.mi_due(i)))
 
 
 @dataclass(frozen=True)
@@ -91,5 +97,6 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
         rng_for(cfg.seed, TEST).permutation(num_test)[:d.test_size])
     largest = max(len(s) for s in shards)
     total_steps = cfg.train.epochs * math.ceil(largest / cfg.train.batch_size)
-    schedule = Schedule(total_steps, cfg.sync.every, cfg.trace.every, cfg.mi.every)
+    schedule = Schedule(total_steps, cfg.sync.every, cfg.trace.every, cfg.mi.every,
+                        cfg.trace.activations, bool(cfg.mi.estimators))
     return Plan(num_workers, tuple(workers), test, schedule, d.probe_size)

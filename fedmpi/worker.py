@@ -17,7 +17,7 @@ import torch
 
 from fedmpi.averaging import average_from_sum, pack_contribution
 from fedmpi.device import pick_device
-from fedmpi.local import LocalTrainer, evaluate, new_model
+from fedmpi.local import LocalTrainer, evaluate_and_continue, new_model, worker_tensors
 
 # Per-worker metrics sent at each logged sync point, in this order.
 METRICS = ("local_acc", "local_loss", "averaged_acc", "averaged_loss", "train_loss",
@@ -34,16 +34,13 @@ def run_worker(comm, cfg, dataset, plan) -> int:
     cuda_count = torch.cuda.device_count() if cfg.device != "cpu" else 0
     device = torch.device(pick_device(cfg.device, comm.node_worker_index, cuda_count))
 
-    mine = plan.workers[k]
-    x = dataset.to_tensor(dataset.train_x[mine.shard]).to(device)  # (n_k, C, H, W) float32
-    y = torch.from_numpy(dataset.train_y[mine.shard]).to(device)  # (n_k,) int64
-    eval_x, eval_y = x[mine.eval_positions], y[mine.eval_positions]  # probe = first P of these
+    x, y, eval_x, eval_y = worker_tensors(dataset, plan.workers[k], device)
     comm.gather_probes(eval_x[:plan.probe_size].cpu().numpy(), eval_y[:plan.probe_size].cpu().numpy())
 
     model = new_model(cfg, dataset.input_shape, dataset.num_classes, device)
     trainer = LocalTrainer(cfg, model, x, y, k)
     redistribute = cfg.sync.redistribute
-    num_examples = len(mine.shard)
+    num_examples = len(y)
     schedule = plan.schedule
     on_cpu = device.type == "cpu"
 
@@ -73,14 +70,10 @@ def run_worker(comm, cfg, dataset, plan) -> int:
             if redistribute:
                 trainer.flat.assign(torch.from_numpy(averaged))
             continue
-        want_z = cfg.trace.activations or (bool(cfg.mi.estimators) and schedule.mi_due(i))
+        want_z = schedule.wants_z(i)
         probe = plan.probe_size if want_z else 0
-        local_theta = trainer.flat.vector.clone()
-        local = evaluate(model, eval_x, eval_y, probe)
-        trainer.flat.assign(torch.from_numpy(averaged))
-        avg = evaluate(model, eval_x, eval_y, probe)
-        if not redistribute:  # the paper's "without sending back": keep training the own model
-            trainer.flat.assign(local_theta)
+        local, avg = evaluate_and_continue(trainer, torch.from_numpy(averaged), eval_x, eval_y, probe,
+                                           redistribute)
         times["eval"] += time.perf_counter() - t2
         metrics_buf[:] = (local.accuracy, local.loss, avg.accuracy, avg.loss, train_loss,
                           times["train"], times["eval"], times["sync"])

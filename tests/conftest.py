@@ -1,0 +1,51 @@
+"""Shared helpers: launching real MPI jobs under a timeout (a hang is a failure)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "jobs" / "smoke.yaml"
+
+
+@functools.lru_cache(maxsize=None)
+def mpiexec() -> list[str]:
+    exe = shutil.which("mpiexec") or shutil.which("mpirun")
+    if exe is None:
+        pytest.fail("no mpiexec on PATH: install the test setup with `pip install -e .[mpich,test]`")
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    # Open MPI refuses root and more ranks than cores unless told; MPICH needs nothing.
+    extra = ["--allow-run-as-root", "--oversubscribe"] if "Open MPI" in version else []
+    return [exe, *extra]
+
+
+def launch(n: int, args: list[str], timeout: float = 240, cwd: Path = ROOT,
+           script: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run `mpiexec -n N python -m fedmpi ARGS` (or another script); fail the test on a hang."""
+    cmd = [*mpiexec(), "-n", str(n), sys.executable, *(script or ["-m", "fedmpi"]), *args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(cmd)} hung for {timeout} s\nstdout: {exc.stdout}\nstderr: {exc.stderr}")
+
+
+def run_ok(n: int, args: list[str], **kw) -> subprocess.CompletedProcess:
+    proc = launch(n, args, **kw)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def smoke_args(out: Path, name: str, *overrides: str) -> list[str]:
+    args = ["-c", str(SMOKE), "-o", str(out), "--set", f"trace.path={name}.h5"]
+    for o in overrides:
+        args += ["--set", o]
+    return args

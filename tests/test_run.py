@@ -1,0 +1,159 @@
+"""End to end: real `mpiexec -n N python -m fedmpi` runs on synthetic data, checked through the trace."""
+
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from fedmpi import config
+from fedmpi.reference import run_reference
+from fedmpi.trace import MI_KEYS, SCHEMA_VERSION, open_trace
+
+from conftest import ROOT, SMOKE, launch, run_ok, smoke_args
+
+PER_ROUND_W = ("metrics/local_acc", "metrics/local_loss", "metrics/averaged_acc", "metrics/averaged_loss",
+               "metrics/train_loss", "timing/train_seconds", "timing/eval_seconds", "timing/sync_seconds")
+
+
+@pytest.fixture(scope="module")
+def three_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run3")
+    proc = run_ok(3, smoke_args(out, "t3"))
+    return out / "t3.h5", proc
+
+
+def test_trace_has_the_documented_contents_and_shapes(three_ranks):
+    path, proc = three_ranks
+    cfg = config.load(str(SMOKE))
+    W, P, D = 2, cfg.data.probe_size, 84
+    # 2 epochs of 512 examples in batches of 32 = 32 batches; sync every 8 -> 4 sync points.
+    R = 4
+    with open_trace(str(path)) as f:
+        assert f.attrs["schema_version"] == SCHEMA_VERSION
+        assert f.attrs["world_size"] == 3 and f.attrs["num_workers"] == W
+        assert f.attrs["status"] == "complete"
+        stored = config.from_dict(yaml.safe_load(f.attrs["config"]))
+        assert stored == config.load(str(SMOKE), ["trace.path=t3.h5"])
+        np.testing.assert_array_equal(f["rounds/step"][:], [8, 16, 24, 32])
+        np.testing.assert_array_equal(f["rounds/index"][:], [0, 1, 2, 3])
+        assert np.all(np.diff(f["rounds/time"][:]) > 0)
+        assert f["metrics/test_acc"].shape == (R,)
+        for name in PER_ROUND_W:
+            assert f[name].shape == (R, W), name
+        assert f["activations/local"].shape == f["activations/averaged"].shape == (R, W, P, D)
+        assert f["activations/local"].chunks == (1, W, P, D)
+        assert f["activations/local"].compression == "gzip"
+        assert f["probe/labels"].shape == f["probe/indices"].shape == (W, P)
+        assert f["probe/inputs"].shape == (W, P, 3, 32, 32)
+        for key in MI_KEYS:
+            values = f[f"mi/edge/{key}"][:]
+            assert values.shape == (R, W) and np.isfinite(values).all(), key
+        assert f["mi/edge"].attrs["units"] == "nats"
+        assert f["model/final_averaged"].shape == (62006,)
+        np.testing.assert_array_equal(f["workers/num_examples"][:], [512, 512])
+        acc = f["metrics/local_acc"][:]
+        assert ((0 <= acc) & (acc <= 1)).all()
+        # With redistribution every local model starts each interval from the average,
+        # so after the last sync the final model is the average of the last locals.
+        assert f["metrics/test_acc"][-1] > 0.2  # learnable data: above chance (0.1)
+    assert "done" in proc.stdout and "test accuracy" in proc.stdout
+    assert proc.stderr.strip() == "" or "Traceback" not in proc.stderr
+
+
+def test_four_ranks_give_three_workers(tmp_path):
+    run_ok(4, smoke_args(tmp_path, "t4", "mi.estimators=[]", "trace.every=2"))
+    with open_trace(str(tmp_path / "t4.h5")) as f:
+        assert f.attrs["num_workers"] == 3
+        np.testing.assert_array_equal(f["rounds/index"][:], [1, 3])  # 32 batches / 8 = 4 syncs, every 2nd logged
+        assert f["metrics/local_acc"].shape == (2, 3)
+        assert "mi" not in f
+
+
+def test_one_rank_is_a_clear_error_in_under_a_second():
+    start = time.perf_counter()
+    proc = launch(1, ["-c", str(SMOKE)], timeout=60)
+    assert proc.returncode != 0
+    assert "needs at least 2 MPI ranks" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - start < 10  # mpiexec start-up included; the check itself is immediate
+
+
+def test_bad_config_stops_every_rank_with_one_line_and_writes_nothing(tmp_path):
+    proc = launch(3, smoke_args(tmp_path, "bad", "sync.every=0"), timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count("fedmpi: error: config: sync.every must be an integer >= 1, got 0") == 1
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_existing_trace_needs_force(tmp_path):
+    (tmp_path / "old.h5").write_bytes(b"precious")
+    proc = launch(3, smoke_args(tmp_path, "old", "train.epochs=1"), timeout=120)
+    assert proc.returncode != 0 and "already exists; pass --force" in proc.stderr
+    assert (tmp_path / "old.h5").read_bytes() == b"precious"
+
+
+def test_missing_cifar_says_where_to_put_it(tmp_path):
+    proc = launch(3, ["-c", str(ROOT / "jobs" / "default.yaml"), "-o", str(tmp_path),
+                      "--set", f"data.root={tmp_path / 'nodata'}", "--set", "data.download=false"], timeout=120)
+    assert proc.returncode != 0
+    assert "CIFAR-10 not found" in proc.stderr and "prepare_cifar10.py" in proc.stderr
+    assert list(tmp_path.glob("*.h5")) == []
+
+
+# ------------------------------------------------------------------ equivalence and reproducibility
+
+def _trace_arrays(path):
+    with open_trace(str(path)) as f:
+        out = {name.split("/")[-1]: f[name][:] for name in PER_ROUND_W + ("metrics/test_acc", "metrics/test_loss")}
+        out["step"] = f["rounds/step"][:]
+        out["final_averaged"] = f["model/final_averaged"][:]
+        out["z_local"] = f["activations/local"][:]
+        out["z_averaged"] = f["activations/averaged"][:]
+    return out
+
+
+@pytest.mark.parametrize("redistribute", [True, False])
+def test_mpi_run_equals_single_process_reference(tmp_path, redistribute):
+    overrides = [f"sync.redistribute={str(redistribute).lower()}", "mi.estimators=[]", "train.epochs=3"]
+    run_ok(3, smoke_args(tmp_path, "eq", *overrides))
+    got = _trace_arrays(tmp_path / "eq.h5")
+    cfg = config.load(str(SMOKE), overrides)
+    want = run_reference(cfg, num_workers=2)
+    np.testing.assert_array_equal(got["step"], want["step"])
+    for key in ("test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
+                "train_loss", "final_averaged", "z_local", "z_averaged"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    if not redistribute:  # the locals drift apart from the average: the two runs differ from each other
+        assert np.abs(got["local_acc"] - got["averaged_acc"]).max() > 0
+
+
+def test_gather_collective_gives_the_same_run_as_allreduce(tmp_path):
+    base = ["mi.estimators=[]", "train.epochs=1", "trace.activations=false"]
+    run_ok(3, smoke_args(tmp_path, "ar", *base))
+    run_ok(3, smoke_args(tmp_path, "ga", *base, "sync.collective=gather"))
+    with open_trace(str(tmp_path / "ar.h5")) as a, open_trace(str(tmp_path / "ga.h5")) as g:
+        for name in ("metrics/test_acc", "metrics/local_acc", "metrics/averaged_acc", "model/final_averaged"):
+            np.testing.assert_allclose(a[name][:], g[name][:], rtol=1e-6, err_msg=name)
+        assert "activations" not in g and "probe/inputs" not in g
+
+
+def test_same_seed_same_metrics(tmp_path, three_ranks):
+    path, _ = three_ranks
+    run_ok(3, smoke_args(tmp_path, "again"))
+    with open_trace(str(path)) as a, open_trace(str(tmp_path / "again.h5")) as b:
+        for name in ("metrics/test_acc", "metrics/local_acc", "metrics/local_loss", "metrics/averaged_acc",
+                     "mi/edge/xz_local", "mi/edge/zy_averaged", "activations/local", "model/final_averaged"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+def test_trace_every_and_mi_every(tmp_path):
+    run_ok(3, smoke_args(tmp_path, "sparse", "train.epochs=3", "trace.every=2", "mi.every=2",
+                         "trace.activations=false"))
+    with open_trace(str(tmp_path / "sparse.h5")) as f:
+        # 48 batches / 8 = 6 sync points; logged: 2nd, 4th, 6th; MI at logged rows 0 and 2 (the last).
+        np.testing.assert_array_equal(f["rounds/index"][:], [1, 3, 5])
+        zy = f["mi/edge/zy_local"][:]
+        assert np.isfinite(zy[[0, 2]]).all() and np.isnan(zy[1]).all()
+        assert "activations" not in f
