@@ -2,9 +2,10 @@
 
 It trains nothing. At every sync point it joins the sum of the workers'
 contributions (giving zeros); at logged ones it collects the workers' metrics
-and representations first — so they go back to training at once — then
-evaluates the averaged model on the test set, writes the round, and hands the
-representations to the MI pipeline, which estimates while the workers train.
+and representations and hands the averaged model and the representations to
+its measurement thread (test accuracy, mutual information), which works while
+the workers train towards the next sync point. A round is written to the
+trace once its test accuracy is known; MI values follow when estimated.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import torch
 from fedmpi import config as config_mod
 from fedmpi.averaging import average_from_sum
 from fedmpi.console import Console
-from fedmpi.flat import FlatParams, layout_arrays
-from fedmpi.local import evaluate, new_model
-from fedmpi.measure import MIPipeline
+from fedmpi.flat import layout_arrays
+from fedmpi.local import new_model
+from fedmpi.measure import Measurements
 from fedmpi.trace import TraceWriter
 from fedmpi.worker import METRICS
 
@@ -30,14 +31,15 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     schedule = plan.schedule
     probe_x, probe_y = comm.gather_probes(np.zeros((P,) + dataset.input_shape, np.float32),
                                           np.zeros(P, np.int64))
-    model = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")
-    flat = FlatParams(model)
+    model = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")  # evaluated by `measurements`
     test_x = dataset.to_tensor(dataset.test_x[plan.test_indices])  # (T, C, H, W) float32
     test_y = torch.from_numpy(dataset.test_y[plan.test_indices])
     D = model.representation_dim
     mi_params = {name: cfg.mi.params(name) for name in cfg.mi.estimators}
     probe_indices = np.stack([w.shard[w.probe_positions] for w in plan.workers])  # (W, P) global indices
 
+    measurements = Measurements(model, test_x, test_y, mi_params, probe_x, probe_y)
+    flat = measurements.flat
     writer = TraceWriter(
         trace_path, config_yaml=config_mod.to_yaml(cfg), job=job, world_size=comm.world_size,
         num_examples=plan.num_examples, metric_names=METRICS, layout=layout_arrays(flat.slots),
@@ -45,7 +47,6 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
         probe_inputs=probe_x if cfg.trace.activations else None, representation_dim=D,
         activations=cfg.trace.activations,
         mi_params={n: _attrs(p) for n, p in mi_params.items()})
-    mi = MIPipeline(mi_params, probe_x, probe_y) if mi_params else None
 
     zero_buf = np.zeros(flat.size + 1, dtype=np.float32)  # the coordinator adds nothing to the sum
     sum_buf = np.empty_like(zero_buf)
@@ -56,52 +57,58 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                   f"sync every {schedule.sync_every} batches "
                   f"({'with' if cfg.sync.redistribute else 'without'} redistribution), "
                   f"{schedule.num_syncs} sync points -> {trace_path}")
+    # Rounds reported by the workers, waiting for their test evaluation to be written.
+    pending: dict[int, dict] = {}
+    last: dict = {}
+
+    def record(results) -> None:
+        for res in results:
+            if res.kind == "test":
+                entry = pending.pop(res.row)
+                writer.append(test_acc=res.value.accuracy, test_loss=res.value.loss, **entry)
+                last.update(entry, test_acc=res.value.accuracy)
+                wm = entry["worker_metrics"]
+                console.round(entry["index"], entry["epoch"], res.value.accuracy,
+                              wm[:, METRICS.index("local_acc")], wm[:, METRICS.index("averaged_acc")])
+            else:
+                for name, values in res.value.items():
+                    writer.write_mi(res.row, name, values)
+                name, values = next(iter(res.value.items()))
+                console.mi(f"I(Z;Y) {name} local {np.mean(values['zy_local']):.2f} "
+                           f"averaged {np.mean(values['zy_averaged']):.2f} nats")
+
     start = time.perf_counter()
-    averaged = None
-    test = None
+    cpu_start = time.process_time()
+    row = 0
     for i in range(schedule.num_syncs):
         comm.sum_contributions(zero_buf, sum_buf, cfg.sync.collective)
         if not schedule.logged(i):
             continue
-        want_z = schedule.wants_z(i)
-        worker_metrics, z = comm.report(metrics_buf, z_buf if want_z else None)
-        averaged = average_from_sum(sum_buf)
-        flat.assign(torch.from_numpy(averaged))
-        test = evaluate(model, test_x, test_y)
-        row = writer.append(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
-                            seconds=time.perf_counter() - start, test_acc=test.accuracy,
-                            test_loss=test.loss, worker_metrics=worker_metrics, z=z)
-        if mi is not None:
-            if schedule.mi_due(i):
-                mi.submit(row, z, console.note)
-            _write_mi(writer, console, mi.poll())
-        console.round(i, schedule.step(i) / steps_per_epoch, test.accuracy,
-                      worker_metrics[:, METRICS.index("local_acc")],
-                      worker_metrics[:, METRICS.index("averaged_acc")])
-    if mi is not None:
-        _write_mi(writer, console, mi.close())
+        # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
+        cpu_seconds = time.process_time() - cpu_start
+        worker_metrics, z = comm.report(metrics_buf, z_buf if schedule.wants_z(i) else None)
+        pending[row] = dict(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
+                            seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
+                            worker_metrics=worker_metrics, z=z if cfg.trace.activations else None)
+        mi_z = z if mi_params and schedule.mi_due(i) else None
+        measurements.submit(row, average_from_sum(sum_buf), mi_z, console.note)
+        row += 1
+        record(measurements.poll())
+    record(measurements.close())
+    averaged = average_from_sum(sum_buf)  # the last sync point is always logged
     writer.close(averaged)
     wall = time.perf_counter() - start
-    last = {name: worker_metrics[:, m] for m, name in enumerate(METRICS)}
+    wm = last["worker_metrics"]
     console.finish(f"fedmpi {job}: done", {
         "trace": trace_path,
         "sync points": f"{schedule.num_syncs} ({writer.rows} logged)",
         "local batches per worker": str(schedule.total_steps),
         "wall time": f"{wall:.1f} s",
-        "test accuracy (averaged)": f"{test.accuracy:.4f}",
-        "local accuracy (own shard)": " ".join(f"{v:.4f}" for v in last["local_acc"]),
-        "averaged accuracy (each shard)": " ".join(f"{v:.4f}" for v in last["averaged_acc"]),
+        "test accuracy (averaged)": f"{last['test_acc']:.4f}",
+        "local accuracy (own shard)": " ".join(f"{v:.4f}" for v in wm[:, METRICS.index("local_acc")]),
+        "averaged accuracy (each shard)": " ".join(f"{v:.4f}" for v in wm[:, METRICS.index("averaged_acc")]),
     })
     return 0
-
-
-def _write_mi(writer: TraceWriter, console: Console, results) -> None:
-    for row, per_estimator in results:
-        for name, values in per_estimator.items():
-            writer.write_mi(row, name, values)
-        name, values = next(iter(per_estimator.items()))
-        console.mi(f"I(Z;Y) {name} local {np.mean(values['zy_local']):.2f} "
-                   f"averaged {np.mean(values['zy_averaged']):.2f} nats")
 
 
 def _attrs(params) -> dict:

@@ -1,55 +1,80 @@
-"""Mutual-information estimation on the coordinator, pipelined behind training.
+"""The coordinator's measurements, pipelined behind the workers' training.
 
-For each due sync point and each worker k, with X_k its probe inputs, Y_k its
-probe labels and Z the representation under the local or the averaged model,
-it estimates I(X_k; Z) and I(Z; Y_k) (Adilova et al. 2019, Section 2) with
-every configured estimator. Estimation of sync point r runs in a background
-thread while the workers train towards r + 1; numpy and torch release the GIL
-in their kernels, so the coordinator's main loop stays responsive. At most
-`max_pending` rounds wait in the queue: when estimation falls behind, the
-coordinator waits (and says so) rather than growing memory or dropping rounds.
-The X side depends only on the fixed probe inputs, so it is prepared once.
+For each logged sync point the coordinator evaluates the averaged model on
+the test set and, when due, estimates mutual information: for each worker k,
+with X_k its probe inputs, Y_k its probe labels and Z the representation
+under the local or the averaged model, I(X_k; Z) and I(Z; Y_k) (Adilova et
+al. 2019, Section 2) with every configured estimator.
+
+Both run in one background thread, rounds in order, while the main thread
+goes straight back to the next sync point: otherwise the workers would wait
+for the coordinator's evaluation at every sync. numpy and torch release the
+GIL in their kernels, so the two threads overlap. At most `max_pending`
+rounds wait in the queue: when measuring falls behind, the coordinator waits
+(and says so) rather than growing memory or dropping rounds. The X side of
+the MI estimators depends only on the fixed probe inputs, so it is prepared
+once.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
+import torch
 
 from fedmpi import info
+from fedmpi.flat import FlatParams
+from fedmpi.local import Evaluation, evaluate
 from fedmpi.trace import MI_KEYS
 
 _STOP = object()
 
 
-class MIPipeline:
-    def __init__(self, params: Mapping[str, object], probe_x: np.ndarray, probe_y: np.ndarray,
+@dataclass(frozen=True)
+class RoundResult:
+    row: int
+    kind: str  # "test" (value: Evaluation) or "mi" (value: {estimator: {key: (W,) nats}})
+    value: object
+
+
+class Measurements:
+    def __init__(self, model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
+                 mi_params: Mapping[str, object], probe_x: np.ndarray, probe_y: np.ndarray,
                  max_pending: int = 2):
-        """params: estimator name -> parameter dataclass; probe_x (W, P, ...), probe_y (W, P)."""
-        self.params = dict(params)
+        """mi_params: estimator name -> parameter dataclass; probe_x (W, P, ...), probe_y (W, P)."""
+        self.model = model  # used by the background thread only
+        self.flat = FlatParams(model)
+        self.test_x, self.test_y = test_x, test_y
+        self.mi_params = dict(mi_params)
         self.probe_y = probe_y
         num_workers, probe_size = probe_y.shape
         flat_x = probe_x.reshape(num_workers, probe_size, -1)
         self.prepared = {(name, k): info.prepare(name, flat_x[k], p)
-                         for name, p in self.params.items() for k in range(num_workers)}
+                         for name, p in self.mi_params.items() for k in range(num_workers)}
         self._jobs: queue.Queue = queue.Queue(maxsize=max_pending)
         self._results: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="fedmpi-mi", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="fedmpi-measure", daemon=True)
         self._thread.start()
 
-    def estimate_round(self, z: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    # ------------------------------------------------------------ the work
+    def test(self, averaged: np.ndarray) -> Evaluation:
+        self.flat.assign(torch.from_numpy(averaged))
+        return evaluate(self.model, self.test_x, self.test_y)
+
+    def mutual_information(self, z: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
         """All estimates for one round: z (W, 2, P, D) -> {estimator: {key: (W,) nats}}."""
         num_workers = z.shape[0]
         out = {}
-        for name, p in self.params.items():
+        for name, p in self.mi_params.items():
             values = {key: np.empty(num_workers) for key in MI_KEYS}
             for k in range(num_workers):
                 for m, which in enumerate(("local", "averaged")):
-                    zk = z[k, m].astype(np.float64)
+                    zk = z[k, m]
                     values[f"xz_{which}"][k] = info.estimate(name, self.prepared[name, k], zk, p)
                     values[f"zy_{which}"][k] = info.estimate(name, zk, self.probe_y[k], p)
             out[name] = values
@@ -60,32 +85,38 @@ class MIPipeline:
             job = self._jobs.get()
             if job is _STOP:
                 return
-            row, z = job
+            row, averaged, z = job
             try:
-                self._results.put((row, self.estimate_round(z)))
+                self._results.put(RoundResult(row, "test", self.test(averaged)))
+                if z is not None:
+                    self._results.put(RoundResult(row, "mi", self.mutual_information(z)))
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which aborts the job
                 self._error = exc
                 return
 
-    def submit(self, row: int, z: np.ndarray, on_wait: Callable[[str], None]) -> None:
-        """Queue round `row` (z is copied); waits, and says so, when estimation is behind."""
+    # ------------------------------------------------------------ the main thread's side
+    def submit(self, row: int, averaged: np.ndarray, z: np.ndarray | None,
+               on_wait: Callable[[str], None]) -> None:
+        """Queue round `row`: test the averaged parameters (N,), and estimate MI from z
+        (W, 2, P, D) unless None. Both are copied. Waits, and says so, when behind."""
         self._raise_if_failed()
-        job = (row, np.array(z, copy=True))
+        job = (row, np.array(averaged, copy=True), None if z is None else np.array(z, copy=True))
         try:
             self._jobs.put_nowait(job)
+            return
         except queue.Full:
-            on_wait(f"MI estimation is {self._jobs.qsize()} rounds behind; the coordinator waits for it "
-                    "(raise mi.every or use a cheaper estimator to avoid this)")
-            while True:
-                self._raise_if_failed()
-                try:
-                    self._jobs.put(job, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+            on_wait(f"measurements are {self._jobs.qsize()} rounds behind; the coordinator waits for them "
+                    "(raise mi.every or trace.every, or use a cheaper estimator)")
+        while True:
+            self._raise_if_failed()
+            try:
+                self._jobs.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
-    def poll(self) -> list[tuple[int, dict]]:
-        """Finished rounds so far, without waiting."""
+    def poll(self) -> list[RoundResult]:
+        """Results finished so far, in round order, without waiting."""
         self._raise_if_failed()
         done = []
         while True:
@@ -94,15 +125,14 @@ class MIPipeline:
             except queue.Empty:
                 return done
 
-    def close(self) -> list[tuple[int, dict]]:
-        """Wait for every queued round and return the results not yet polled."""
+    def close(self) -> list[RoundResult]:
+        """Wait for every queued round; return the results not yet polled."""
         self._jobs.put(_STOP)
         while self._thread.is_alive():
             self._thread.join(timeout=0.5)
             self._raise_if_failed()
-        self._raise_if_failed()
         return self.poll()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RuntimeError("mutual-information estimation failed") from self._error
+            raise RuntimeError("the coordinator's measurement thread failed") from self._error

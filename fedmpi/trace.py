@@ -68,6 +68,7 @@ class TraceWriter:
         W = num_workers
         self.test_acc = per_round("metrics/test_acc", (), np.float64)
         self.test_loss = per_round("metrics/test_loss", (), np.float64)
+        self.coordinator_cpu = per_round("timing/coordinator_cpu_seconds", (), np.float64)
         self.worker_metrics = {}
         for name in metric_names:
             group = "timing" if name.endswith("_seconds") else "metrics"
@@ -94,13 +95,14 @@ class TraceWriter:
         f.swmr_mode = True  # from here on: no new objects, readers may attach
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
-               test_loss: float, worker_metrics: np.ndarray, z: np.ndarray | None) -> int:
+               test_loss: float, coordinator_cpu: float, worker_metrics: np.ndarray, z: np.ndarray | None) -> int:
         """Write one logged round; worker_metrics (W, M) in metric_names order, z (W, 2, P, D)."""
         r = self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
         self.test_acc[r] = test_acc
         self.test_loss[r] = test_loss
+        self.coordinator_cpu[r] = coordinator_cpu
         for m, name in enumerate(self.metric_names):
             self.worker_metrics[name][r] = worker_metrics[:, m]
         if self.activations and z is not None:

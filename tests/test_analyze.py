@@ -1,0 +1,348 @@
+"""`python -m fedmpi analyze` on traces made by real short MPI runs of jobs/smoke.yaml.
+
+Two runs for the whole file (about 7 s each): `full` with redistribution, MI by
+EDGE and binning and logged activations; `bare` without redistribution, one
+epoch, EDGE only and no activations. Tests that change a trace work on a copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from fedmpi.cli import main as cli_main
+from fedmpi.trace import MI_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _run_job(out: Path, name: str, *overrides: str) -> Path:
+    cmd = ["mpirun", "-n", "3", sys.executable, "-m", "fedmpi", "-c", "jobs/smoke.yaml", "-o", str(out),
+           "--set", f"trace.path={name}"]
+    for assignment in overrides:
+        cmd += ["--set", assignment]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out / name
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("runs")
+    return {
+        "full": _run_job(out, "full.h5", "mi.estimators=[edge,binning]"),
+        "bare": _run_job(out, "bare.h5", "sync.redistribute=false", "trace.activations=false", "train.epochs=1"),
+    }
+
+
+def analyze(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli_main(["analyze", *map(str, argv)])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def assert_usage_error(rc: int, out: str, err: str, *fragments: str) -> None:
+    assert rc == 2
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedmpi: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def read(path: Path) -> dict:
+    with h5py.File(path, "r", swmr=True, libver="latest") as f:
+        R = len(f["rounds/step"])
+        data = {name: f[name][:R] for group in ("metrics", "timing") for name in
+                (f"{group}/{n}" for n in f[group])}
+        data.update({f"mi/{e}/{k}": f[f"mi/{e}/{k}"][:R] for e in f["mi"] for k in MI_KEYS})
+        data.update(R=R, index=f["rounds/index"][:R], step=f["rounds/step"][:R], attrs=dict(f.attrs))
+    return data
+
+
+def fingerprint(path: Path, group: str) -> dict:
+    """Bytes of every dataset and attribute under group."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            key = f"{group}/{name}"
+            found[key + "@attrs"] = {k: np.asarray(v).tobytes() for k, v in obj.attrs.items()}
+            if isinstance(obj, h5py.Dataset):
+                data = obj[()]
+                found[key] = (obj.shape, obj.dtype.str,
+                              repr(data.tolist()) if obj.dtype.kind == "O" else np.asarray(data).tobytes())
+        f[group].visititems(visit)
+        found[group + "@attrs"] = {k: np.asarray(v).tobytes() for k, v in f[group].attrs.items()}
+    return found
+
+
+# ---------------------------------------------------------------- summary
+
+def test_summary_matches_trace(traces, capsys):
+    rc, out, err = analyze(capsys, traces["full"])
+    assert rc == 0, err
+    t = read(traces["full"])
+    test_acc, local_acc = t["metrics/test_acc"], t["metrics/local_acc"]
+    for text in ("smoke", "synthetic, iid partition, 2 workers", "every 8 local batches, with redistribution",
+                 "complete", f"{t['R']} logged",
+                 f"final {test_acc[-1]:.4f}  best {test_acc.max():.4f} (aggregation {test_acc.argmax() + 1})",
+                 f"final {local_acc[-1, 0]:.4f} {local_acc[-1, 1]:.4f}",
+                 f"{t['mi/edge/zy_local'][-1, 0]:.4f}", f"{t['mi/binning/xz_averaged'][-1, 1]:.4f}"):
+        assert text in out, text
+
+
+def test_comparison_table_has_a_row_per_trace(traces, capsys):
+    rc, out, err = analyze(capsys, traces["full"], traces["bare"])
+    assert rc == 0, err
+    rows = {name: [line for line in out.splitlines() if str(path) in line] for name, path in traces.items()}
+    assert len(rows["full"]) == 1 and len(rows["bare"]) == 1
+    bare = read(traces["bare"])
+    assert " yes " in rows["full"][0] and " no " in rows["bare"][0]
+    assert f" {bare['R']} " in rows["bare"][0] and f"{bare['metrics/test_acc'][-1]:.4f}" in rows["bare"][0]
+    assert "edge I(Z;Y) loc/avg" in out and "binning I(X;Z) loc/avg" in out
+
+
+# ---------------------------------------------------------------- CSV
+
+def expected_rows(t: dict) -> dict:
+    """(round, step, worker, model, metric) -> value, built from the trace independently."""
+    rows = {}
+    for r in range(t["R"]):
+        head = (str(t["index"][r]), str(t["step"][r]))
+        for name, values in t.items():
+            group, _, metric = name.partition("/")
+            if group in ("metrics", "timing"):
+                model = ("averaged" if metric.startswith(("test_", "averaged_")) else
+                         "local" if metric.startswith(("local_", "train_loss")) else "")
+                if values.ndim == 1:
+                    rows[head + ("", model, metric)] = values[r]
+                else:
+                    for k in range(values.shape[1]):
+                        rows[head + (str(k), model, metric)] = values[r, k]
+            elif group == "mi":
+                est, key = metric.split("/")
+                side, model = key.split("_")
+                for k in range(values.shape[1]):
+                    if not math.isnan(values[r, k]):
+                        rows[head + (str(k), model, f"mi/{est}/{side}")] = values[r, k]
+    return rows
+
+
+def test_csv_rows_and_values_match_trace(traces, tmp_path, capsys):
+    path = tmp_path / "full.csv"
+    rc, out, err = analyze(capsys, traces["full"], "--csv", path)
+    assert rc == 0, err
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["round", "step", "worker", "model", "metric", "value"]
+    got = {tuple(row[:5]): float(row[5]) for row in rows[1:]}
+    assert len(got) == len(rows) - 1  # no duplicate keys
+    t = read(traces["full"])
+    expected = expected_rows(t)
+    assert got.keys() == expected.keys()
+    assert all(got[key] == expected[key] for key in expected)  # exact: floats are written with repr
+    R, W = t["R"], 2
+    assert sum(key[4].startswith("mi/") for key in got) == R * W * 4 * 2  # 2 estimators, none NaN
+    assert {key[3] for key in got if key[4] in ("test_acc", "averaged_acc")} == {"averaged"}
+    assert {key[2] for key in got if key[4] == "test_acc"} == {""}
+    assert f"({len(rows) - 1} rows)" in out
+
+
+def test_csv_of_several_traces_has_trace_column(traces, capsys):
+    rc, out, err = analyze(capsys, traces["full"], traces["bare"], "--csv", "-")
+    assert rc == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["trace", "round", "step", "worker", "model", "metric", "value"]
+    for name, path in traces.items():
+        mine = {tuple(row[1:6]): float(row[6]) for row in rows[1:] if row[0] == str(path)}
+        assert mine == expected_rows(read(path))
+
+
+# ---------------------------------------------------------------- figures
+
+def test_plots_are_written_as_png(traces, tmp_path, capsys):
+    folder = tmp_path / "figures"
+    rc, out, err = analyze(capsys, traces["full"], traces["bare"], "--plots", folder)
+    assert rc == 0, err
+    # Both traces come from job "smoke": their file names tell them apart.
+    expected = [f"smoke-full-{kind}.png" for kind in
+                ("accuracy", "mi-edge", "infoplane-edge", "mi-binning", "infoplane-binning")]
+    expected += [f"smoke-bare-{kind}.png" for kind in ("accuracy", "mi-edge", "infoplane-edge")]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
+    for name in expected:
+        data = (folder / name).read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), name
+    assert sorted(Path(line).name for line in out.split()) == sorted(expected)
+
+
+# ---------------------------------------------------------------- MI re-estimation
+
+def test_reestimate_and_write_new_group(traces, tmp_path, capsys):
+    trace = tmp_path / "copy.h5"
+    shutil.copy(traces["full"], trace)
+    before = fingerprint(trace, "mi")
+    rc, out, err = analyze(capsys, trace, "--estimator", "edge", "--write")
+    assert rc == 0, err
+    assert "I(Z;Y) averaged" in out and "wrote /analysis/mi/edge-" in out
+    with h5py.File(trace, "r") as f:
+        (group,) = f["analysis/mi"].keys()
+        assert group.startswith("edge-")
+        g = f[f"analysis/mi/{group}"]
+        assert g.attrs["estimator"] == "edge" and g.attrs["units"] == "nats" and g.attrs["L"] == 5
+        for key in MI_KEYS:  # same estimator, same parameters, same activations: the run's values
+            np.testing.assert_array_equal(g[key][:], f[f"mi/edge/{key}"][:])
+    assert fingerprint(trace, "mi") == before
+
+    rc, out, err = analyze(capsys, trace, "--estimator", "edge", "--write")
+    assert_usage_error(rc, out, err, f"/analysis/mi/{group}", "--overwrite")
+    rc, out, err = analyze(capsys, trace, "--estimator", "edge", "--write", "--overwrite")
+    assert rc == 0, err
+
+    rc, out, err = analyze(capsys, trace, "--estimator", "binning", "--param", "bins=10", "--write")
+    assert rc == 0, err
+    with h5py.File(trace, "r") as f:
+        groups = sorted(f["analysis/mi"].keys())
+        binning = next(g for g in groups if g.startswith("binning-"))
+        assert f[f"analysis/mi/{binning}"].attrs["bins"] == 10
+        assert len(groups) == 2
+    assert fingerprint(trace, "mi") == before
+    rc, out, err = analyze(capsys, trace)
+    assert rc == 0 and f"{binning} (re-estimated)" in out
+
+
+def test_reestimate_prints_without_writing(traces, capsys):
+    before = fingerprint(traces["full"], "/")
+    rc, out, err = analyze(capsys, traces["full"], "--estimator", "kde", "--param", "sigma2=0.5")
+    assert rc == 0, err
+    assert "kde (sigma2=0.5)" in out
+    assert fingerprint(traces["full"], "/") == before
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--estimator", "nope"], "unknown MI estimator 'nope'"),
+    (["--estimator", "edge", "--param", "k=3"], "unknown edge parameter"),
+    (["--estimator", "binning", "--param", "bins=0"], "binning.bins"),
+    (["--estimator", "ksg", "--param", "k"], "KEY=VALUE"),
+    (["--write"], "need --estimator"),
+])
+def test_reestimate_bad_arguments(traces, capsys, argv, fragment):
+    assert_usage_error(*analyze(capsys, traces["full"], *argv), fragment)
+
+
+def test_reestimate_needs_activations(traces, capsys):
+    assert_usage_error(*analyze(capsys, traces["bare"], "--estimator", "edge"), "no logged activations")
+
+
+# ---------------------------------------------------------------- bad files
+
+def make_bad(kind: str, tmp_path: Path, source: Path) -> Path:
+    path = tmp_path / f"{kind}.h5"
+    if kind == "text":
+        path.write_text("not a trace\n")
+    elif kind == "foreign":
+        with h5py.File(path, "w") as f:
+            f["x"] = np.arange(3)
+    elif kind == "newer":
+        shutil.copy(source, path)
+        with h5py.File(path, "r+") as f:
+            f.attrs["schema_version"] = 2
+    elif kind == "truncated":
+        data = source.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    return path  # "missing": never created
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("text", "not an HDF5 file"), ("foreign", "not a fedmpi trace"), ("newer", "schema version 2"),
+    ("truncated", "truncated"), ("missing", "does not exist")])
+def test_bad_files_give_one_line(traces, tmp_path, capsys, kind, fragment):
+    path = make_bad(kind, tmp_path, traces["full"])
+    assert_usage_error(*analyze(capsys, path), fragment)
+    assert_usage_error(*analyze(capsys, path, "--csv", tmp_path / "x.csv"), fragment)
+
+
+# ---------------------------------------------------------------- running and crashed traces
+
+def test_crashed_trace_reads_complete_rounds(traces, tmp_path, capsys):
+    """A crash after the per-round datasets grew and before /rounds/* did: one extra junk row."""
+    trace = tmp_path / "crashed.h5"
+    shutil.copy(traces["full"], trace)
+    t = read(traces["full"])
+    R = t["R"]
+    with h5py.File(trace, "r+") as f:
+        for group in ("metrics", "timing", "activations", "mi/edge", "mi/binning"):
+            for ds in f[group].values():
+                ds.resize(R + 1, axis=0)
+                ds[R] = 99.0
+        f["mi/edge/xz_local"][R - 1] = np.nan  # the last round's EDGE estimate not written yet
+        f["mi/edge/zy_local"][R - 1] = np.nan
+        f["mi/edge/xz_averaged"][R - 1] = np.nan
+        f["mi/edge/zy_averaged"][R - 1] = np.nan
+        f.attrs["status"] = "running"
+        del f.attrs["finished"]
+    rc, out, err = analyze(capsys, trace)
+    assert rc == 0, err
+    assert "running or interrupted" in out and f"{R} logged" in out and "99" not in out
+    assert f"{t['mi/edge/zy_local'][R - 2, 0]:.4f}" in out  # latest EDGE row is the one before
+    rc, out, err = analyze(capsys, trace, "--csv", "-")
+    assert rc == 0, err
+    rows = list(csv.reader(io.StringIO(out)))[1:]
+    assert {int(row[0]) for row in rows} == set(range(R))
+    assert all(float(row[5]) != 99.0 for row in rows)
+    last = [row for row in rows if int(row[0]) == R - 1]
+    assert not any(row[4].startswith("mi/edge/") for row in last)
+    assert sum(row[4].startswith("mi/binning/") for row in last) == 2 * 4
+
+
+def test_trace_open_by_a_swmr_writer(traces, tmp_path, capsys):
+    """Readable while a writer holds it (as during a run) and after that writer is killed (a crash)."""
+    trace = tmp_path / "live.h5"
+    shutil.copy(traces["full"], trace)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1], 'r+', libver='latest'); "
+         "f.swmr_mode = True; print('ready', flush=True); sys.stdin.read()", str(trace)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        rc, out, err = analyze(capsys, trace)
+        assert rc == 0 and f"{read(traces['full'])['R']} logged" in out, err
+        assert_usage_error(*analyze(capsys, trace, "--estimator", "edge", "--write"), "open for writing")
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    rc, out, err = analyze(capsys, trace, "--csv", "-")
+    assert rc == 0 and len(out.splitlines()) > 1, err
+    assert_usage_error(*analyze(capsys, trace, "--estimator", "edge", "--write"), "h5clear")
+
+
+# ---------------------------------------------------------------- the real command line
+
+def test_command_line(traces, tmp_path):
+    def fedmpi(*argv):
+        return subprocess.run([sys.executable, "-m", "fedmpi", *map(str, argv)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+    proc = fedmpi("analyze", traces["full"])
+    assert proc.returncode == 0, proc.stderr
+    assert "smoke" in proc.stdout and "latest MI estimates" in proc.stdout
+    bad = make_bad("truncated", tmp_path, traces["full"])
+    proc = fedmpi("analyze", bad)
+    assert_usage_error(proc.returncode, proc.stdout, proc.stderr, "truncated")
+    proc = fedmpi("analyze", "--help")
+    assert proc.returncode == 0 and "--estimator" in proc.stdout and "--plots" in proc.stdout
+
+
+def test_import_is_cheap():
+    code = ("import sys, fedmpi.analyze; "
+            "print(' '.join(m for m in ('torch', 'matplotlib', 'mpi4py', 'h5py') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
