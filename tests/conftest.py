@@ -17,7 +17,10 @@ SMOKE = ROOT / "jobs" / "smoke.yaml"
 
 @functools.lru_cache(maxsize=None)
 def mpiexec() -> list[str]:
-    exe = shutil.which("mpiexec") or shutil.which("mpirun")
+    # Prefer the launcher installed beside this interpreter (the `mpich` extra), so the
+    # tests use the MPI that mpi4py was installed with, whatever else is on PATH.
+    beside = Path(sys.executable).parent / "mpiexec"
+    exe = str(beside) if beside.exists() else (shutil.which("mpiexec") or shutil.which("mpirun"))
     if exe is None:
         pytest.fail("no mpiexec on PATH: install the test setup with `pip install -e .[mpich,test]`")
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
