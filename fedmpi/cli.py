@@ -29,7 +29,7 @@ commands:
   analyze summarise traces, draw the paper's figures, export CSV, re-estimate MI
 
 examples:
-  mpirun -n 3 python -m fedmpi                       # jobs/default.yaml, 2 workers
+  mpirun -n 3 python -m fedmpi --progress live       # jobs/default.yaml, 2 workers
   mpirun -n 5 python -m fedmpi -c jobs/smoke.yaml    # 4 workers, synthetic data
   mpirun -n 3 python -m fedmpi --set sync.every=1000 --set sync.redistribute=false
   python -m fedmpi check jobs/default.yaml
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--out", metavar="DIR", default="runs",
                      help="folder for the trace (default: runs/)")
     run.add_argument("--force", action="store_true", help="overwrite an existing trace")
+    run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
+                     help="coordinator console: a live progress display, plain lines (logs), or "
+                          "auto = live when stdout is a terminal (under mpirun it is a pipe: use live)")
     check = sub.add_parser("check", help="validate a job file without running it",
                            description="Validate a job file (and --set overrides); print the resolved config.")
     check.add_argument("job", metavar="JOB.yaml", help="job file to validate")
@@ -137,7 +140,8 @@ def _run_job(comm, args) -> int:
     if comm.is_coordinator:
         from fedmpi.console import Console
         from fedmpi.coordinator import run_coordinator
-        console = Console(job, plan.schedule.num_syncs)
+        live = {"auto": None, "live": True, "plain": False}[args.progress]
+        console = Console(job, plan.schedule.num_syncs, live=live)
         return run_or_abort(comm, lambda: run_coordinator(comm, cfg, dataset, plan, trace_path, job, console))
     from fedmpi.worker import run_worker
     return run_or_abort(comm, lambda: run_worker(comm, cfg, dataset, plan))

@@ -1,7 +1,10 @@
 """What the coordinator shows: a rich progress display on a terminal, plain lines elsewhere.
 
 SLURM output files and pipes get one plain line per logged round (at most one
-a second, the last always), so logs stay readable. Workers print nothing but
+a second, the last always), so logs stay readable. mpirun hands rank 0 a
+pipe even when it runs in a terminal, so `--progress live` asks for the
+live display explicitly; it works wherever the launcher passes output through
+unchanged (MPICH's and Open MPI's do). Workers print nothing but
 errors.
 """
 
@@ -30,7 +33,7 @@ class Console:
         self.job = job
         self.num_syncs = num_syncs
         self.live = sys.stdout.isatty() if live is None else live
-        self.out = RichConsole(highlight=False, soft_wrap=True)
+        self.out = RichConsole(highlight=False, soft_wrap=True, force_terminal=self.live or None)
         self.start_time = time.perf_counter()
         self._last_plain = -1e9
         self._mi_text = ""
@@ -41,9 +44,9 @@ class Console:
         self.out.print(header)
         if self.live:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(),
-                TextColumn("sync {task.completed}/{task.total}"), TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.out)
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
+                TextColumn("sync {task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("eta"),
+                TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=self.out)
             self._progress.start()
             self._task = self._progress.add_task(self.job, total=self.num_syncs, stats="")
 

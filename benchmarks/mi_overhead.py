@@ -1,0 +1,73 @@
+"""Does MI estimation hide behind training? And what do activations cost the workers?
+
+    python benchmarks/mi_overhead.py [--steps 2000] [--mpiexec mpiexec]
+
+Runs fedmpi with 2 workers (`mpiexec -n 3`), sync every 100 batches,
+CIFAR-10-shaped synthetic data, side by side:
+  (1) probe 5,000, activations logged, MI off
+  (2) probe 5,000, activations logged, EDGE at every sync point
+and prints wall(2) / wall(1) (target <= 1.10). Then, for probe sizes 1,000
+and 5,000 (evaluation subset = probe), the workers' seconds per logged round
+spent evaluating the local and averaged models and computing Z, with
+activations on and off: what logging Z costs a worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 32
+EXAMPLES = 6400  # per worker: 200 batches per epoch
+
+
+def run(mpiexec: list[str], out: Path, name: str, steps: int, probe: int, activations: bool, mi: str) -> dict:
+    sets = [f"data.samples_per_worker={EXAMPLES}", f"data.probe_size={probe}", f"data.eval_size={probe}",
+            "data.test_size=10000", f"train.epochs={steps // (EXAMPLES // BATCH)}", "sync.every=100",
+            f"trace.activations={str(activations).lower()}", f"mi.estimators={mi}", f"trace.path={name}.h5"]
+    cmd = [*mpiexec, "-n", "3", sys.executable, "-m", "fedmpi", "-c", str(ROOT / "jobs" / "smoke.yaml"),
+           "-o", str(out)]
+    for s in sets:
+        cmd += ["--set", s]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    with h5py.File(out / f"{name}.h5", "r") as f:
+        return dict(wall=float(f["rounds/time"][-1]), eval_s=float(np.mean(f["timing/eval_seconds"][:])),
+                    train_s=float(np.mean(f["timing/train_seconds"][:])),
+                    waited=proc.stdout.count("rounds behind"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2000, help="local steps per worker (multiple of 200)")
+    parser.add_argument("--mpiexec", default="mpiexec")
+    args = parser.parse_args()
+    mpiexec = args.mpiexec.split()
+    print(f"machine: {os.cpu_count()} CPUs; {args.steps} local steps per worker, sync every 100")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        off = run(mpiexec, out, "mi-off", args.steps, 5000, True, "[]")
+        on = run(mpiexec, out, "mi-edge", args.steps, 5000, True, "[edge]")
+        print(f"probe 5000, activations on, MI off : wall {off['wall']:.1f} s")
+        print(f"probe 5000, activations on, EDGE on: wall {on['wall']:.1f} s "
+              f"(coordinator said it waited {on['waited']} times)")
+        print(f"ratio EDGE on / off = {on['wall'] / off['wall']:.3f}   (target <= 1.10)")
+        print("\nworker cost per logged round (evaluation subset = probe):")
+        print(f"{'probe':>6} {'activations':>12} {'eval s/round':>13} {'train s/round':>14}")
+        for probe in (1000, 5000):
+            for act in (False, True):
+                r = off if (probe, act) == (5000, True) else \
+                    run(mpiexec, out, f"p{probe}-{act}", args.steps, probe, act, "[]")
+                print(f"{probe:>6} {str(act):>12} {r['eval_s']:>13.3f} {r['train_s']:>14.3f}")
+
+
+if __name__ == "__main__":
+    main()
