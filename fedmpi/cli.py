@@ -53,11 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a job (default command)", description=(
         "Train a job under MPI: rank 0 coordinates, ranks 1..N-1 are workers (mpirun -n N, N >= 2). "
         "Writes the trace to OUT/<trace.path> (trace.path defaults to '{job}.h5', {job} being the "
-        "job file's name)."))
+        "job file's name) and, every checkpoint.every sync points, a checkpoint next to it. SIGTERM or "
+        "SIGUSR1 make the job checkpoint at its next sync point and exit 0; --resume continues it."))
     _add_job_args(run, with_config_flag=True)
     run.add_argument("-o", "--out", metavar="DIR", default="runs",
                      help="folder for the trace (default: runs/)")
-    run.add_argument("--force", action="store_true", help="overwrite an existing trace")
+    run.add_argument("--force", action="store_true", help="overwrite an existing trace (and drop its checkpoint)")
+    run.add_argument("--resume", metavar="TRACE", default=None,
+                     help="continue the run whose trace is TRACE (runs/NAME.h5 or runs/NAME) from its "
+                          "checkpoint runs/NAME.ckpt; appends to the same trace. The config and the number "
+                          "of ranks must be those of the checkpoint")
+    run.add_argument("--auto-resume", action="store_true",
+                     help="resume from the job's checkpoint if there is one, else start fresh "
+                          "(for requeued batch jobs)")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="coordinator console: a live progress display, plain lines (logs), or "
                           "auto = live when stdout is a terminal (under mpirun it is a pipe: use live)")
@@ -114,34 +122,89 @@ def _run(args) -> int:
 
 
 def _run_job(comm, args) -> int:
-    from fedmpi import config, data
+    import yaml
+
+    from fedmpi import checkpoint, config, data
     from fedmpi.comm import run_or_abort
+    from fedmpi.stop import StopRequest
     from fedmpi.trace import check_writable
 
-    path = args.config
-    if path is None:
-        if not os.path.exists(DEFAULT_JOB):
-            raise UsageError(f"no -c/--config given and {DEFAULT_JOB} is not here; run from the fedmpi "
-                             "folder or pass -c JOB.yaml")
-        path = DEFAULT_JOB
-    cfg = config.load(path, args.overrides)
-    job = config.job_name(path)
-    trace_path = os.path.join(args.out, cfg.trace.path.replace("{job}", job).replace("{seed}", str(cfg.seed)))
+    stop = StopRequest().install()  # before anything slow: a signal from now on means "checkpoint and stop"
+    if args.resume:
+        if args.auto_resume or args.force:
+            raise UsageError("--resume takes neither --auto-resume nor --force")
+        trace_path = args.resume if args.resume.endswith(".h5") else args.resume + ".h5"
+        given = None
+        if args.config or args.overrides:
+            given = config.load(args.config, args.overrides) if args.config else None
+    else:
+        path = args.config
+        if path is None:
+            if not os.path.exists(DEFAULT_JOB):
+                raise UsageError(f"no -c/--config given and {DEFAULT_JOB} is not here; run from the fedmpi "
+                                 "folder or pass -c JOB.yaml")
+            path = DEFAULT_JOB
+        given = config.load(path, args.overrides)
+        job = config.job_name(path)
+        trace_path = os.path.join(args.out, given.trace.path.replace("{job}", job).replace("{seed}",
+                                                                                        str(given.seed)))
+    ckpt_path = checkpoint.path_for(trace_path)
+    resume_state: dict = {}
 
-    def preflight() -> None:
+    def preflight():
+        """On the coordinator: decide fresh or resumed, check paths and data."""
+        if args.resume or (args.auto_resume and os.path.exists(ckpt_path)):
+            if not os.path.exists(trace_path):
+                raise UsageError(f"cannot resume: trace {trace_path} does not exist")
+            state = checkpoint.load(ckpt_path)
+            resume_state.update(state)
+            from fedmpi.trace import open_trace
+            with open_trace(trace_path) as f:
+                job_name = str(f.attrs["job"])
+            meta = {"config": state["config"], "world_size": state["world_size"], "job": job_name,
+                    "sync_index": state["sync_index"]}
+            data.ensure_available(config.from_dict(yaml.safe_load(state["config"])).data)
+            return meta
         check_writable(trace_path, args.force)
-        data.ensure_available(cfg.data)
-    comm.agree(preflight)
+        if args.force:
+            checkpoint.remove(ckpt_path)  # a stale checkpoint must not be resumed into the new trace
+        data.ensure_available(given.data)
+        return None
+
+    meta = comm.agree(preflight)
+    if meta is None:
+        cfg = given
+    else:
+        cfg = config.from_dict(yaml.safe_load(meta["config"]))
+        job = meta["job"]
+        if args.resume and args.overrides and given is None:
+            given = config.from_dict(_with_overrides(yaml.safe_load(meta["config"]), args.overrides))
+        if given is not None and given != cfg:
+            raise UsageError(f"cannot resume {trace_path} with a changed config: "
+                             + "; ".join(config.differences(cfg, given)) + " (stored -> given)")
+        if meta["world_size"] != comm.world_size:
+            raise UsageError(f"cannot resume {trace_path}: it ran on {meta['world_size']} ranks "
+                             f"({meta['world_size'] - 1} workers), this job has {comm.world_size}; "
+                             f"launch it with mpirun -n {meta['world_size']}")
 
     from fedmpi.plan import make_plan
     dataset = data.load(cfg.data, comm.num_workers, cfg.seed)
     plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), comm.num_workers)
+    resuming = meta is not None
 
     if comm.is_coordinator:
         from fedmpi.console import Console
         from fedmpi.coordinator import run_coordinator
         live = {"auto": None, "live": True, "plain": False}[args.progress]
         console = Console(job, plan.schedule.num_syncs, live=live)
-        return run_or_abort(comm, lambda: run_coordinator(comm, cfg, dataset, plan, trace_path, job, console))
+        return run_or_abort(comm, lambda: run_coordinator(comm, cfg, dataset, plan, trace_path, job, console, stop,
+                                                          resume_state if resuming else None))
     from fedmpi.worker import run_worker
-    return run_or_abort(comm, lambda: run_worker(comm, cfg, dataset, plan))
+    return run_or_abort(comm, lambda: run_worker(comm, cfg, dataset, plan, stop, resume=resuming))
+
+
+def _with_overrides(raw: dict, overrides) -> dict:
+    from fedmpi.config import _apply_override
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    return raw

@@ -10,6 +10,7 @@ worker. Importing this module starts nothing; `Comm()` initialises MPI.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -126,6 +127,24 @@ class Comm:
         metrics = self._gather(metrics_buf)
         z = self._gather(z_buf) if z_buf is not None else None
         return metrics, z
+
+    def collect(self, obj: object) -> list | None:
+        """Sync point, at checkpoints: each worker's state (small, pickled) to the coordinator."""
+        gathered = self._comm.gather(obj, root=COORDINATOR)
+        return gathered[1:] if self.is_coordinator else None
+
+    def distribute(self, objs: list | None) -> object:
+        """Sync point, on resume: the coordinator hands worker k objs[k]; it gets None itself."""
+        return self._comm.scatter([None] + list(objs) if self.is_coordinator else None, root=COORDINATOR)
+
+    def placement(self) -> list[tuple[int, str, int]] | None:
+        """Sync point, at start: (rank, host, pid) of every rank, on the coordinator.
+
+        Printed and stored, so that a launcher's message about a dead PID can be
+        traced back to a rank."""
+        import socket
+        gathered = self._comm.gather((self.rank, socket.gethostname(), os.getpid()), root=COORDINATOR)
+        return gathered if self.is_coordinator else None
 
     def _gather(self, buf: np.ndarray) -> np.ndarray | None:
         recv = np.empty((self.world_size,) + buf.shape, dtype=buf.dtype) if self.is_coordinator else None

@@ -1,7 +1,7 @@
 """Typed job configuration: YAML sections mapped onto frozen dataclasses.
 
 A job file (`jobs/*.yaml`) has the sections of DESIGN.md: `seed`, `data`,
-`model`, `train`, `sync`, `mi`, `trace`, `device`. Every key is optional and
+`model`, `train`, `sync`, `mi`, `trace`, `device`, and `checkpoint`. Every key is optional and
 falls back to the default written next to its field here. Unknown keys, wrong
 types and out-of-range values raise `UsageError` naming the key and what is
 allowed. `--set section.key=value` overrides go through the same checks. The
@@ -117,6 +117,14 @@ class TraceConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 10  # sync points between checkpoints; 0: only when SIGTERM/SIGUSR1 asks for one
+
+    def check(self) -> None:
+        _require(self.every >= 0, "checkpoint.every", "an integer >= 0 (0 = only on a signal)", self.every)
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0  # one seed for data, partition, probes, init and batch order
     data: DataConfig = field(default_factory=DataConfig)
@@ -125,6 +133,7 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     mi: MIConfig = field(default_factory=MIConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU per worker when CUDA is there
 
     def check(self) -> None:
@@ -264,6 +273,20 @@ def to_dict(cfg: Config) -> dict:
 def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML; `load` of this text gives back an equal Config."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def differences(a: Config, b: Config) -> list[str]:
+    """'key: a -> b' for every field where two configs differ, in file order."""
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, prefix: str) -> None:
+        if dataclasses.is_dataclass(x):
+            for f in dataclasses.fields(x):
+                walk(getattr(x, f.name), getattr(y, f.name), prefix + f.name + ".")
+        elif x != y:
+            out.append(f"{prefix.rstrip('.')}: {x!r} -> {y!r}")
+    walk(a, b, "")
+    return out
 
 
 def job_name(path: str | None) -> str:

@@ -36,11 +36,15 @@ class Console:
         self.out = RichConsole(highlight=False, soft_wrap=True, force_terminal=self.live or None)
         self.start_time = time.perf_counter()
         self._last_plain = -1e9
+        self._first = 0
         self._mi_text = ""
         self._progress: Progress | None = None
         self._task = None
 
-    def start(self, header: str) -> None:
+    def start(self, header: str, first: int = 0) -> None:
+        """Show the header; `first` sync points were done before (a resumed run)."""
+        self._first = first
+        self.start_time = time.perf_counter()
         self.out.print(header)
         if self.live:
             self._progress = Progress(
@@ -48,7 +52,7 @@ class Console:
                 TextColumn("sync {task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("eta"),
                 TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=self.out)
             self._progress.start()
-            self._task = self._progress.add_task(self.job, total=self.num_syncs, stats="")
+            self._task = self._progress.add_task(self.job, total=self.num_syncs, completed=first, stats="")
 
     def note(self, message: str) -> None:
         self.out.print(f"[yellow]{message}[/yellow]" if self.live else message)
@@ -69,7 +73,7 @@ class Console:
             return
         self._last_plain = now
         elapsed = now - self.start_time
-        eta = elapsed / done * (self.num_syncs - done)
+        eta = elapsed / max(done - self._first, 1) * (self.num_syncs - done)
         print(f"[{self.job}] sync {done}/{self.num_syncs}  {stats}  elapsed {_fmt_time(elapsed)}  "
               f"eta {_fmt_time(eta)}", flush=True)
 

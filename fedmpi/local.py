@@ -65,6 +65,22 @@ class LocalTrainer:
         self.pos += self.batch_size
         return idx
 
+    def state(self) -> dict:
+        """Everything needed to continue training exactly: parameters, optimizer
+        state, batch-order generator and position. Tensors and plain values only,
+        so it loads with torch.load(weights_only=True)."""
+        return {"theta": self.flat.vector.detach().cpu().clone(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "perm": self.perm.cpu().clone(), "pos": self.pos,
+                "epochs_started": self.epochs_started}
+
+    def load_state(self, state: dict) -> None:
+        self.flat.assign(state["theta"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.perm = state["perm"].to(self.x.device)
+        self.pos = int(state["pos"])
+        self.epochs_started = int(state["epochs_started"])
+
     def train(self, steps: int) -> float:
         """Run `steps` SGD steps; returns the mean training loss over them."""
         self.model.train()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -93,6 +94,7 @@ class Measurements:
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which aborts the job
                 self._error = exc
                 return
+            self._jobs.task_done()
 
     # ------------------------------------------------------------ the main thread's side
     def submit(self, row: int, averaged: np.ndarray, z: np.ndarray | None,
@@ -124,6 +126,13 @@ class Measurements:
                 done.append(self._results.get_nowait())
             except queue.Empty:
                 return done
+
+    def drain(self) -> list[RoundResult]:
+        """Wait until every queued round is measured; return the results not yet polled."""
+        while self._jobs.unfinished_tasks:
+            self._raise_if_failed()
+            time.sleep(0.01)
+        return self.poll()
 
     def close(self) -> list[RoundResult]:
         """Wait for every queued round; return the results not yet polled."""

@@ -23,6 +23,7 @@ import fedmpi
 SCHEMA_VERSION = 1
 MI_KEYS = ("xz_local", "zy_local", "xz_averaged", "zy_averaged")
 _GZIP = 4  # compression level: activations of ReLU layers compress well at low cost
+_ROUNDS = (("index", np.int64), ("step", np.int64), ("epoch", np.float64), ("time", np.float64))
 
 
 def open_trace(path: str) -> h5py.File:
@@ -57,60 +58,86 @@ class TraceWriter:
                              compression_opts=_GZIP, shuffle=True,
                              chunks=(1,) + probe_inputs.shape[1:])
 
-        self._grow: list[h5py.Dataset] = []
-
-        def per_round(name: str, shape: tuple[int, ...], dtype, **kw) -> h5py.Dataset:
-            ds = f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
-                                  chunks=(1,) + shape if shape else (256,), **kw)
-            self._grow.append(ds)
-            return ds
-
         W = num_workers
-        self.test_acc = per_round("metrics/test_acc", (), np.float64)
-        self.test_loss = per_round("metrics/test_loss", (), np.float64)
-        self.coordinator_cpu = per_round("timing/coordinator_cpu_seconds", (), np.float64)
-        self.worker_metrics = {}
+
+        def per_round(name: str, shape: tuple[int, ...], dtype, **kw) -> None:
+            f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
+                             chunks=(1,) + shape if shape else (256,), **kw)
+
+        per_round("metrics/test_acc", (), np.float64)
+        per_round("metrics/test_loss", (), np.float64)
+        per_round("timing/coordinator_cpu_seconds", (), np.float64)
         for name in metric_names:
-            group = "timing" if name.endswith("_seconds") else "metrics"
-            self.worker_metrics[name] = per_round(f"{group}/{name}", (W,), np.float64)
-        self.activations = {}
+            per_round(f"{_group(name)}/{name}", (W,), np.float64)
         if activations:
             for which in ("local", "averaged"):
-                self.activations[which] = per_round(
-                    f"activations/{which}", (W, probe_size, representation_dim), np.float32,
-                    compression="gzip", compression_opts=_GZIP, shuffle=True)
-        self.mi = {}
+                per_round(f"activations/{which}", (W, probe_size, representation_dim), np.float32,
+                          compression="gzip", compression_opts=_GZIP, shuffle=True)
         for est, params in mi_params.items():
             group = f.create_group(f"mi/{est}")
             group.attrs.update({k: v for k, v in params.items()})
             group.attrs["units"] = "nats"
             for key in MI_KEYS:
-                self.mi[est, key] = per_round(f"mi/{est}/{key}", (W,), np.float64, fillvalue=np.nan)
-        # The round index datasets come last: their length is the number of complete rounds.
-        self.index = per_round("rounds/index", (), np.int64)
-        self.step = per_round("rounds/step", (), np.int64)
-        self.epoch = per_round("rounds/epoch", (), np.float64)
-        self.time = per_round("rounds/time", (), np.float64)
-        self.rows = 0
+                per_round(f"mi/{est}/{key}", (W,), np.float64, fillvalue=np.nan)
+        # The round datasets come last: their length is the number of complete rounds.
+        for name, dtype in _ROUNDS:
+            per_round(f"rounds/{name}", (), dtype)
+        self._attach(rows=0)
+
+    @classmethod
+    def reopen(cls, path: str, rows: int, metric_names: tuple[str, ...]) -> "TraceWriter":
+        """Continue writing a trace from a checkpoint: rows past `rows` are dropped,
+        since the resumed run writes them again."""
+        self = cls.__new__(cls)
+        self.path = path
+        self.metric_names = metric_names
+        try:
+            self.f = h5py.File(path, "r+", libver="latest")
+        except OSError:
+            # A writer killed in SWMR mode leaves the file flagged as open; HDF5 then
+            # refuses to write it. Copy its contents into a fresh file and use that.
+            _copy_into_fresh_file(path)
+            self.f = h5py.File(path, "r+", libver="latest")
+        self.f.attrs["status"] = "running"
+        self.f.attrs["resumed"] = int(self.f.attrs.get("resumed", 0)) + 1
+        self._attach(rows)
+        return self
+
+    def _attach(self, rows: int) -> None:
+        f = self.f
+        grow: list[h5py.Dataset] = []
+        f.visititems(lambda name, obj: grow.append(obj) if isinstance(obj, h5py.Dataset)
+                     and obj.maxshape and obj.maxshape[0] is None and not name.startswith("analysis/") else None)
+        # /rounds/* last: a round counts as complete once they are extended.
+        self._rounds = [f[f"rounds/{name}"] for name, _ in _ROUNDS]
+        self._grow = [ds for ds in grow if ds.name.split("/")[1] != "rounds"]
+        for ds in self._grow + self._rounds:
+            if ds.shape[0] > rows:
+                ds.resize(rows, axis=0)
+        self.activations = {w: f[f"activations/{w}"] for w in ("local", "averaged") if f"activations/{w}" in f}
+        self.mi = {(est, key): f[f"mi/{est}/{key}"] for est in f.get("mi", {}) for key in MI_KEYS}
+        self.rows = rows
         f.swmr_mode = True  # from here on: no new objects, readers may attach
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
                test_loss: float, coordinator_cpu: float, worker_metrics: np.ndarray, z: np.ndarray | None) -> int:
         """Write one logged round; worker_metrics (W, M) in metric_names order, z (W, 2, P, D)."""
-        r = self.rows
+        f, r = self.f, self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
-        self.test_acc[r] = test_acc
-        self.test_loss[r] = test_loss
-        self.coordinator_cpu[r] = coordinator_cpu
+        f["metrics/test_acc"][r] = test_acc
+        f["metrics/test_loss"][r] = test_loss
+        f["timing/coordinator_cpu_seconds"][r] = coordinator_cpu
         for m, name in enumerate(self.metric_names):
-            self.worker_metrics[name][r] = worker_metrics[:, m]
+            f[f"{_group(name)}/{name}"][r] = worker_metrics[:, m]
         if self.activations and z is not None:
             self.activations["local"][r] = z[:, 0]
             self.activations["averaged"][r] = z[:, 1]
-        self.index[r], self.step[r], self.epoch[r], self.time[r] = index, step, epoch, seconds
+        for ds, value in zip(self._rounds, (index, step, epoch, seconds)):
+            ds.resize(r + 1, axis=0)
+            ds[r] = value
         self.rows = r + 1
-        self.f.flush()
+        f.flush()
         return r
 
     def write_mi(self, row: int, estimator: str, values: Mapping[str, np.ndarray]) -> None:
@@ -128,6 +155,19 @@ class TraceWriter:
             f.create_dataset("model/final_averaged", data=final_averaged.astype(np.float32))
             f.attrs["status"] = "complete"
             f.attrs["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _copy_into_fresh_file(path: str) -> None:
+    tmp = f"{path}.resume{os.getpid()}"
+    with open_trace(path) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        dst.attrs.update(dict(src.attrs))
+        for name in src:
+            src.copy(src[name], dst, name=name)
+    os.replace(tmp, path)
+
+
+def _group(metric: str) -> str:
+    return "timing" if metric.endswith("_seconds") else "metrics"
 
 
 def check_writable(path: str, force: bool) -> None:

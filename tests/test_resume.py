@@ -1,0 +1,135 @@
+"""Checkpoint and resume: a stopped or killed run continues to exactly the same result."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fedmpi import checkpoint
+from fedmpi.errors import UsageError
+from fedmpi.trace import open_trace
+
+from conftest import ROOT, launch, mpiexec, run_ok, smoke_args
+
+LONG = ("train.epochs=30", "checkpoint.every=5")  # 60 sync points of 8 batches
+COMPARED = ("metrics/test_acc", "metrics/local_acc", "metrics/local_loss", "metrics/averaged_acc",
+            "metrics/train_loss", "mi/edge/xz_local", "mi/edge/zy_averaged", "activations/averaged",
+            "rounds/step", "rounds/index", "model/final_averaged")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    run_ok(3, smoke_args(out, "run", *LONG))
+    return out / "run.h5"
+
+
+def _start(out, *extra):
+    cmd = [*mpiexec(), "-n", "3", sys.executable, "-m", "fedmpi", *smoke_args(out, "run", *LONG, *extra)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def _wait_for_rounds(path, rounds, proc, limit=120):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        assert proc.poll() is None, f"run ended early: {proc.communicate()}"
+        try:
+            with open_trace(str(path)) as f:
+                if len(f["rounds/step"]) >= rounds:
+                    return
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{path} never reached {rounds} rounds")
+
+
+def _rank_pids(out_dir):
+    """PIDs of the MPI ranks (not the launcher) of the job writing to out_dir.
+
+    The launcher gives each rank a session of its own, so they are found by
+    their command line."""
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return sorted(int(line.split()[0]) for line in ps.splitlines()
+                  if str(out_dir) in line and line.split()[1] in (sys.executable, "python", "python3"))
+
+
+def _assert_same(a_path, b_path):
+    with open_trace(str(a_path)) as a, open_trace(str(b_path)) as b:
+        assert b.attrs["status"] == "complete" and b.attrs["resumed"] >= 1
+        for name in COMPARED:
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+def test_signal_to_one_worker_checkpoints_every_rank_and_resume_is_exact(tmp_path, uninterrupted):
+    proc = _start(tmp_path)
+    _wait_for_rounds(tmp_path / "run.h5", 12, proc)
+    worker = _rank_pids(tmp_path)[-1]  # a rank, not the launcher: the flag must travel with the sync
+    os.kill(worker, signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "checkpointed after sync point" in stdout and "--resume" in stdout
+    with open_trace(str(tmp_path / "run.h5")) as f:
+        assert f.attrs["status"] == "running" and 12 <= len(f["rounds/step"]) < 60
+    assert (tmp_path / "run.ckpt").exists()
+    run_ok(3, ["--resume", str(tmp_path / "run")])
+    _assert_same(uninterrupted, tmp_path / "run.h5")
+    assert not (tmp_path / "run.ckpt").exists()  # a complete run has nothing to resume
+
+
+def test_killed_job_resumes_from_its_last_periodic_checkpoint(tmp_path, uninterrupted):
+    proc = _start(tmp_path)
+    _wait_for_rounds(tmp_path / "run.h5", 23, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to checkpoint: the periodic one must do
+    proc.communicate(timeout=30)
+    state = checkpoint.load(str(tmp_path / "run.ckpt"))  # intact, and loads without executing anything
+    assert state["sync_index"] % 5 == 4 and state["sync_index"] >= 19
+    with open_trace(str(tmp_path / "run.h5")) as f:
+        assert len(f["rounds/step"]) >= state["rows"]
+    # --auto-resume, as a requeued batch job would run it.
+    run_ok(3, smoke_args(tmp_path, "run", *LONG, ) + ["--auto-resume"])
+    _assert_same(uninterrupted, tmp_path / "run.h5")
+
+
+def test_resume_refuses_a_changed_config_or_world_size(tmp_path):
+    proc = _start(tmp_path, "checkpoint.every=2")
+    _wait_for_rounds(tmp_path / "run.h5", 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    changed = launch(3, ["--resume", str(tmp_path / "run.h5"), "--set", "train.lr=0.5",
+                         "--set", "sync.every=4"], timeout=120)
+    assert changed.returncode == 2
+    assert "cannot resume" in changed.stderr and "train.lr: 0.01 -> 0.5" in changed.stderr
+    assert "sync.every: 8 -> 4" in changed.stderr
+    bigger = launch(4, ["--resume", str(tmp_path / "run.h5")], timeout=120)
+    assert bigger.returncode == 2 and "launch it with mpirun -n 3" in bigger.stderr
+    fresh = launch(3, smoke_args(tmp_path, "run", *LONG), timeout=120)
+    assert fresh.returncode == 2 and "already exists" in fresh.stderr
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch exploited",))
+
+
+def test_checkpoint_file_cannot_execute_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"format": 1, "x": _Exploit()}))
+    with pytest.raises(UsageError, match="cannot be read"):
+        checkpoint.load(str(path))
+    assert not (tmp_path / "exploited").exists()
+
+
+def test_checkpoint_is_replaced_atomically(tmp_path):
+    path = str(tmp_path / "a.ckpt")
+    checkpoint.save(path, {"sync_index": 1})
+    checkpoint.save(path, {"sync_index": 2})
+    assert checkpoint.load(path)["sync_index"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["a.ckpt"]  # no temporary left behind
