@@ -188,7 +188,7 @@ def _run_job(comm, args) -> int:
                              f"launch it with mpirun -n {meta['world_size']}")
 
     from fedmpi.plan import make_plan
-    dataset = data.load(cfg.data, comm.num_workers, cfg.seed)
+    dataset = data.load(cfg.data, cfg.clients.total or comm.num_workers, cfg.seed)
     plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), comm.num_workers)
     resuming = meta is not None
 

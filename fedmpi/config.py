@@ -1,7 +1,7 @@
 """Typed job configuration: YAML sections mapped onto frozen dataclasses.
 
 A job file (`jobs/*.yaml`) has the sections of DESIGN.md: `seed`, `data`,
-`model`, `train`, `sync`, `mi`, `trace`, `device`, and `checkpoint`. Every key is optional and
+`model`, `train`, `sync`, `mi`, `trace`, `device`, and `checkpoint`, `clients`. Every key is optional and
 falls back to the default written next to its field here. Unknown keys, wrong
 types and out-of-range values raise `UsageError` naming the key and what is
 allowed. `--set section.key=value` overrides go through the same checks. The
@@ -30,7 +30,7 @@ class DataConfig:
     download: bool = True  # fetch the official CIFAR-10 archive if root has none
     partition: Literal["iid", "classes", "dirichlet"] = "iid"
     alpha: float = 0.5  # Dirichlet concentration, used by partition: dirichlet
-    samples_per_worker: int = 0  # 0: split the whole training set over the workers
+    samples_per_worker: int = 0  # examples per worker (per client with clients.total); 0: split everything
     probe_size: int = 1000  # examples per worker whose representation Z is logged
     eval_size: int = 2000  # shard examples behind local_acc/averaged_acc; 0: the whole shard
     test_size: int = 0  # test examples behind test_acc; 0: the whole test set
@@ -117,6 +117,18 @@ class TraceConfig:
 
 
 @dataclass(frozen=True)
+class ClientsConfig:
+    total: int = 0  # simulated clients spread over the workers; 0: one per worker
+    per_round: int = 0  # clients sampled before each sync point; 0: all of them
+
+    def check(self) -> None:
+        _require(self.total >= 0, "clients.total", "an integer >= 0 (0 = one client per worker)", self.total)
+        _require(self.per_round >= 0, "clients.per_round", "an integer >= 0 (0 = all clients)", self.per_round)
+        _require(self.total == 0 or self.per_round <= self.total, "clients.per_round",
+                 f"at most clients.total ({self.total})", self.per_round)
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     every: int = 10  # sync points between checkpoints; 0: only when SIGTERM/SIGUSR1 asks for one
 
@@ -134,6 +146,7 @@ class Config:
     mi: MIConfig = field(default_factory=MIConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU per worker when CUDA is there
 
     def check(self) -> None:

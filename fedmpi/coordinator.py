@@ -55,10 +55,12 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             probe_indices=probe_indices, probe_labels=probe_y,
             probe_inputs=probe_x if cfg.trace.activations else None, representation_dim=D,
             activations=cfg.trace.activations,
-            mi_params={n: _attrs(p) for n, p in mi_params.items()})
+            mi_params={n: _attrs(p) for n, p in mi_params.items()},
+            client_owner=np.concatenate([[k] * len(w.client_ids) for k, w in enumerate(plan.workers)]),
+            clients_per_round=plan.clients_per_round)
     else:
         next_sync = resume_state["sync_index"] + 1
-        comm.distribute([{"trainer": s, "next_sync": next_sync} for s in resume_state["workers"]])
+        comm.distribute([{"group": s, "next_sync": next_sync} for s in resume_state["workers"]])
         writer = TraceWriter.reopen(trace_path, resume_state["rows"], METRICS)
         first, elapsed, cpu_used = next_sync, resume_state["elapsed"], resume_state["cpu_seconds"]
 
@@ -106,6 +108,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             worker_metrics, z = comm.report(metrics_buf, z_buf if schedule.wants_z(i) else None)
             pending[row] = dict(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
                                 seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
+                                sampled=plan.sampled(i),
                                 worker_metrics=worker_metrics, z=z if cfg.trace.activations else None)
             mi_z = z if mi_params and schedule.mi_due(i) else None
             measurements.submit(row, average_from_sum(sum_buf[:-1]), mi_z, console.note)
@@ -118,7 +121,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             checkpoint.save(ckpt_path, {
                 "config": config_yaml, "world_size": comm.world_size, "sync_index": i, "rows": writer.rows,
                 "elapsed": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-                "workers": [s["trainer"] for s in states]})
+                "workers": [s["group"] for s in states]})
             if stopping:
                 measurements.close()
                 writer.close(None)

@@ -108,11 +108,11 @@ def _download_cifar10(root: str) -> None:
         os.replace(os.path.join(tmp, CIFAR10_DIR), os.path.join(root, CIFAR10_DIR))
 
 
-def load(data_cfg, num_workers: int, seed: int) -> Dataset:
+def load(data_cfg, num_clients: int, seed: int) -> Dataset:
     if data_cfg.name == "cifar10":
         return load_cifar10(data_cfg.root)
     if data_cfg.name == "synthetic":
-        n_train = data_cfg.samples_per_worker * num_workers or SYNTHETIC_TRAIN
+        n_train = data_cfg.samples_per_worker * num_clients or SYNTHETIC_TRAIN
         n_test = data_cfg.test_size or SYNTHETIC_TEST
         return synthetic(n_train, n_test, seed)
     raise UsageError(f"config: data.name must be cifar10 or synthetic, got {data_cfg.name!r}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedmpi.averaging import average_from_sum, pack_contribution
 from fedmpi.flat import FlatParams
 from fedmpi.models import build_model
 from fedmpi.seeding import INIT, ORDER, int_seed
@@ -115,15 +117,81 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, probe_siz
     return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe)
 
 
-def evaluate_and_continue(trainer: LocalTrainer, averaged: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                          probe_size: int, redistribute: bool) -> tuple[Evaluation, Evaluation]:
-    """At a logged sync point: evaluate the local model, then the average; leave the
-    trainer on the average (redistribute) or back on its own model (the paper's
-    "without sending back")."""
-    local_theta = trainer.flat.vector.clone()
-    local = evaluate(trainer.model, x, y, probe_size)
-    trainer.flat.assign(averaged)
-    avg = evaluate(trainer.model, x, y, probe_size)
-    if not redistribute:
-        trainer.flat.assign(local_theta)
-    return local, avg
+class ClientGroup:
+    """One worker's simulated clients (one by default): train the sampled ones, pre-aggregate them.
+
+    Each client keeps its own model, optimizer state and batch order across
+    rounds. Before training, a sampled client starts from the latest average
+    (`sync.redistribute: true`) or from its own model. The worker's
+    contribution is the sum of its sampled clients' `[w_c * theta_c, w_c]`, so
+    one Allreduce per round serves any number of clients. Its "local model"
+    is the pre-aggregated average of the clients it trained this round (the
+    client itself when there is one).
+    """
+
+    def __init__(self, cfg, dataset, worker_data, x: torch.Tensor, y: torch.Tensor, device):
+        self.redistribute = cfg.sync.redistribute
+        self.ids = worker_data.client_ids
+        self.clients = [LocalTrainer(cfg, new_model(cfg, dataset.input_shape, dataset.num_classes, device),
+                                     x[sl], y[sl], cid)
+                        for cid, sl in zip(worker_data.client_ids, worker_data.client_slices)]
+        self.weights = [len(c.y) for c in self.clients]
+        self.evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, device)
+        self.eval_flat = FlatParams(self.evaluator)
+        self.size = self.eval_flat.size
+        self.global_theta: torch.Tensor | None = None  # the latest average, (N,) float32 CPU
+        self.local_theta: torch.Tensor | None = None  # this round's pre-aggregated local model
+        self._part = np.empty(self.size + 1, dtype=np.float32)
+
+    def train_round(self, sampled, steps: int, out: np.ndarray, where: str) -> float:
+        """Train this worker's sampled clients; write the summed contributions into out (N + 1,).
+
+        Returns their mean training loss (NaN when none of them was sampled)."""
+        out[:] = 0
+        losses, thetas = [], []
+        for cid, client, w in zip(self.ids, self.clients, self.weights):
+            if cid not in sampled:
+                continue
+            if self.redistribute and self.global_theta is not None:
+                client.flat.assign(self.global_theta)
+            loss = client.train(steps)
+            theta = client.flat.vector.detach().cpu().numpy()
+            if not (np.isfinite(loss) and np.isfinite(theta).all()):
+                raise NonFiniteError(f"{where}, client {cid}: loss or parameters are not finite; "
+                                     "lower train.lr or check the data")
+            out += pack_contribution(theta, w, self._part)
+            losses.append(loss)
+            thetas.append(theta)
+        if not thetas:
+            self.local_theta = None
+        elif len(thetas) == 1:  # exact, not (w * theta) / w
+            self.local_theta = torch.from_numpy(thetas[0].copy())
+        else:
+            self.local_theta = torch.from_numpy(average_from_sum(out))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def set_global(self, averaged: np.ndarray) -> None:
+        self.global_theta = torch.from_numpy(np.array(averaged, copy=True))
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, probe_size: int) -> tuple[Evaluation, Evaluation]:
+        """The local model (NaN when no client trained) and the average, on (x, y)."""
+        if self.local_theta is None:
+            z = torch.full((probe_size, self.evaluator.representation_dim), float("nan")) if probe_size else None
+            local = Evaluation(float("nan"), float("nan"), z)
+        else:
+            self.eval_flat.assign(self.local_theta)
+            local = evaluate(self.evaluator, x, y, probe_size)
+        self.eval_flat.assign(self.global_theta)
+        return local, evaluate(self.evaluator, x, y, probe_size)
+
+    def state(self) -> dict:
+        return {"clients": [c.state() for c in self.clients], "global": self.global_theta}
+
+    def load_state(self, state: dict) -> None:
+        for client, s in zip(self.clients, state["clients"]):
+            client.load_state(s)
+        self.global_theta = state["global"]
+
+
+class NonFiniteError(RuntimeError):
+    pass

@@ -15,7 +15,7 @@ import numpy as np
 
 from fedmpi.errors import UsageError
 from fedmpi.partition import partition
-from fedmpi.seeding import SUBSETS, TEST, rng_for
+from fedmpi.seeding import CLIENTS, SUBSETS, TEST, rng_for
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,17 @@ class Schedule:
 
 @dataclass(frozen=True)
 class WorkerData:
-    """Indices into the training set of one worker; probe == eval_indices[:probe_size]."""
+    """Indices into the training set of one worker; probe == eval_positions[:probe_size].
 
-    shard: np.ndarray  # (n_k,) int64, sorted
+    The worker's shard is the union of its simulated clients' shards, client
+    after client; `client_slices[j]` is where client `client_ids[j]` lies in it.
+    """
+
+    shard: np.ndarray  # (n_k,) int64
     eval_positions: np.ndarray  # (E,) positions within the shard
     probe_positions: np.ndarray  # (P,) positions within the shard
+    client_ids: tuple[int, ...]
+    client_slices: tuple[slice, ...]
 
 
 @dataclass(frozen=True)
@@ -75,21 +81,49 @@ class Plan:
     test_indices: np.ndarray  # (T,) int64
     schedule: Schedule
     probe_size: int
+    num_clients: int
+    clients_per_round: int
+    seed: int
 
     @property
     def num_examples(self) -> tuple[int, ...]:
         return tuple(len(w.shard) for w in self.workers)
 
+    def sampled(self, i: int) -> np.ndarray:
+        """Sorted ids of the clients that train before sync point i (all of them by default).
+
+        A function of (seed, i) alone, so every rank draws the same clients."""
+        if self.clients_per_round == self.num_clients:
+            return np.arange(self.num_clients)
+        rng = rng_for(self.seed, CLIENTS, i)
+        return np.sort(rng.choice(self.num_clients, self.clients_per_round, replace=False))
+
 
 def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) -> Plan:
     d = cfg.data
-    shards = partition(train_labels, num_workers, d.partition, seed=cfg.seed, alpha=d.alpha,
-                       samples_per_worker=d.samples_per_worker, min_examples=d.probe_size)
+    num_clients = cfg.clients.total or num_workers
+    per_round = cfg.clients.per_round or num_clients
+    if num_clients < num_workers:
+        raise UsageError(f"config: clients.total={num_clients} but there are {num_workers} workers; every "
+                         "worker needs a client: raise clients.total or use fewer ranks")
+    if per_round > num_clients:
+        raise UsageError(f"config: clients.per_round={per_round} is more than clients.total={num_clients}")
+    # Clients, not workers, own data: with one client per worker the two coincide.
+    shards = partition(train_labels, num_clients, d.partition, seed=cfg.seed, alpha=d.alpha,
+                       samples_per_worker=d.samples_per_worker,
+                       min_examples=d.probe_size if num_clients == num_workers else 1)
     workers = []
-    for k, shard in enumerate(shards):
+    for k, ids in enumerate(np.array_split(np.arange(num_clients), num_workers)):
+        parts = [shards[c] for c in ids]
+        bounds = np.cumsum([0] + [len(p) for p in parts])
+        shard = np.concatenate(parts)
+        if len(shard) < d.probe_size:
+            raise UsageError(f"worker {k + 1} gets {len(shard)} examples, fewer than data.probe_size="
+                             f"{d.probe_size}; lower data.probe_size or use fewer workers")
         order = rng_for(cfg.seed, SUBSETS, k).permutation(len(shard))
         size = len(shard) if d.eval_size == 0 else min(d.eval_size, len(shard))
-        workers.append(WorkerData(shard, order[:size], order[:d.probe_size]))
+        workers.append(WorkerData(shard, order[:size], order[:d.probe_size], tuple(int(c) for c in ids),
+                                  tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))))
     if d.test_size > num_test:
         raise UsageError(f"config: data.test_size={d.test_size} but the test set has {num_test} "
                          "examples; lower it or use 0 for the whole test set")
@@ -99,4 +133,4 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
     total_steps = cfg.train.epochs * math.ceil(largest / cfg.train.batch_size)
     schedule = Schedule(total_steps, cfg.sync.every, cfg.trace.every, cfg.mi.every,
                         cfg.trace.activations, bool(cfg.mi.estimators))
-    return Plan(num_workers, tuple(workers), test, schedule, d.probe_size)
+    return Plan(num_workers, tuple(workers), test, schedule, d.probe_size, num_clients, per_round, cfg.seed)

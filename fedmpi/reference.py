@@ -1,7 +1,8 @@
 """The same algorithm in one process, without MPI: the reference for the MPI run.
 
-It builds the same plan, the same `LocalTrainer` per worker and averages
-with the pure `weighted_average`, running the workers one after another. An
+It builds the same plan and the same `ClientGroup` per worker, and sums the
+workers' contributions in rank order as the collective does, running the
+workers one after another. An
 MPI run of a job and `run_reference` of the same job (CPU, same seed, same
 number of workers) must agree to float32 rounding; tests hold them to it.
 It is slow by design (no parallelism) and meant for small jobs.
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 
 from fedmpi import data
-from fedmpi.averaging import weighted_average
+from fedmpi.averaging import average_from_sum
 from fedmpi.flat import FlatParams
-from fedmpi.local import LocalTrainer, evaluate, evaluate_and_continue, new_model, worker_tensors
+from fedmpi.local import ClientGroup, evaluate, new_model, worker_tensors
 from fedmpi.plan import make_plan
 
 
@@ -23,39 +24,41 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
     """Run `cfg` with `num_workers` simulated workers; returns trace-shaped arrays.
 
     Keys: step [R], test_acc [R], test_loss [R], local_acc, local_loss, averaged_acc,
-    averaged_loss, train_loss [R, W], z_local, z_averaged [R, W, P, D] (when the run
-    logs activations) and final_averaged [N].
+    averaged_loss, train_loss [R, W], sampled [R, S], z_local, z_averaged [R, W, P, D]
+    (when the run logs activations) and final_averaged [N].
     """
     torch.set_num_threads(cfg.train.threads)
-    dataset = data.load(cfg.data, num_workers, cfg.seed)
+    dataset = data.load(cfg.data, cfg.clients.total or num_workers, cfg.seed)
     plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), num_workers)
     schedule = plan.schedule
     tensors = [worker_tensors(dataset, w, "cpu") for w in plan.workers]
-    trainers = [LocalTrainer(cfg, new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu"), x, y, k)
-                for k, (x, y, _, _) in enumerate(tensors)]
-    weights = np.asarray(plan.num_examples, dtype=np.float32)
+    groups = [ClientGroup(cfg, dataset, w, x, y, "cpu") for w, (x, y, _, _) in zip(plan.workers, tensors)]
     evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")
     evaluator_flat = FlatParams(evaluator)
     test_x = dataset.to_tensor(dataset.test_x[plan.test_indices])
     test_y = torch.from_numpy(dataset.test_y[plan.test_indices])
+    bufs = np.empty((num_workers, groups[0].size + 1), dtype=np.float32)  # each worker's contribution
 
     out: dict[str, list] = {key: [] for key in (
         "step", "test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
-        "train_loss", "z_local", "z_averaged")}
+        "train_loss", "sampled", "z_local", "z_averaged")}
     averaged = None
     for i in range(schedule.num_syncs):
-        losses = [t.train(schedule.steps_before(i)) for t in trainers]
-        thetas = np.stack([t.flat.vector.numpy() for t in trainers])  # (W, N) float32
-        averaged = torch.from_numpy(weighted_average(thetas, weights))
+        sampled = set(plan.sampled(i))
+        losses = [g.train_round(sampled, schedule.steps_before(i), bufs[k], f"worker {k + 1}")
+                  for k, g in enumerate(groups)]
+        # Summed in rank order, the coordinator's zeros first, as the collective does.
+        summed = np.zeros(bufs.shape[1], dtype=np.float32)
+        for buf in bufs:
+            summed += buf
+        averaged = average_from_sum(summed)
+        for g in groups:
+            g.set_global(averaged)
         if not schedule.logged(i):
-            if cfg.sync.redistribute:
-                for t in trainers:
-                    t.flat.assign(averaged)
             continue
         probe = plan.probe_size if schedule.wants_z(i) else 0
-        pairs = [evaluate_and_continue(t, averaged, ex, ey, probe, cfg.sync.redistribute)
-                 for t, (_, _, ex, ey) in zip(trainers, tensors)]
-        evaluator_flat.assign(averaged)
+        pairs = [g.evaluate(ex, ey, probe) for g, (_, _, ex, ey) in zip(groups, tensors)]
+        evaluator_flat.assign(torch.from_numpy(averaged))
         test = evaluate(evaluator, test_x, test_y)
         out["step"].append(schedule.step(i))
         out["test_acc"].append(test.accuracy)
@@ -65,9 +68,10 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
         out["averaged_acc"].append([av.accuracy for _, av in pairs])
         out["averaged_loss"].append([av.loss for _, av in pairs])
         out["train_loss"].append(losses)
+        out["sampled"].append(plan.sampled(i))
         if probe and cfg.trace.activations:
             out["z_local"].append(np.stack([lo.z_probe.numpy() for lo, _ in pairs]))
             out["z_averaged"].append(np.stack([av.z_probe.numpy() for _, av in pairs]))
     result = {key: np.asarray(values) for key, values in out.items() if len(values)}
-    result["final_averaged"] = averaged.numpy().copy()
+    result["final_averaged"] = averaged.copy()
     return result

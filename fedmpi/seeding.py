@@ -16,6 +16,7 @@ ORDER = 3  # per-worker batch order
 INIT = 4  # model initialisation
 SYNTHETIC = 5
 TEST = 6  # test subset
+CLIENTS = 7  # per-round client sampling
 
 
 def rng_for(seed: int, *tags: int) -> np.random.Generator:

@@ -36,7 +36,8 @@ class TraceWriter:
                  num_examples: tuple[int, ...], metric_names: tuple[str, ...],
                  layout: Mapping[str, np.ndarray], probe_indices: np.ndarray, probe_labels: np.ndarray,
                  probe_inputs: np.ndarray | None, representation_dim: int, activations: bool,
-                 mi_params: Mapping[str, Mapping[str, object]]):
+                 mi_params: Mapping[str, Mapping[str, object]], client_owner: np.ndarray,
+                 clients_per_round: int):
         num_workers = len(num_examples)
         probe_size = probe_labels.shape[1]
         self.path = path
@@ -51,6 +52,7 @@ class TraceWriter:
         model.create_dataset("layout/names", data=layout["names"].astype(h5py.string_dtype()))
         model.create_dataset("layout/offsets", data=layout["offsets"])
         model.create_dataset("layout/sizes", data=layout["sizes"])
+        f.create_dataset("clients/owner", data=np.asarray(client_owner, dtype=np.int64))
         f.create_dataset("probe/indices", data=probe_indices.astype(np.int64))
         f.create_dataset("probe/labels", data=probe_labels.astype(np.int64))
         if probe_inputs is not None:
@@ -67,6 +69,7 @@ class TraceWriter:
         per_round("metrics/test_acc", (), np.float64)
         per_round("metrics/test_loss", (), np.float64)
         per_round("timing/coordinator_cpu_seconds", (), np.float64)
+        per_round("clients/sampled", (clients_per_round,), np.int64)
         for name in metric_names:
             per_round(f"{_group(name)}/{name}", (W,), np.float64)
         if activations:
@@ -120,7 +123,8 @@ class TraceWriter:
         f.swmr_mode = True  # from here on: no new objects, readers may attach
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
-               test_loss: float, coordinator_cpu: float, worker_metrics: np.ndarray, z: np.ndarray | None) -> int:
+               test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
+               z: np.ndarray | None) -> int:
         """Write one logged round; worker_metrics (W, M) in metric_names order, z (W, 2, P, D)."""
         f, r = self.f, self.rows
         for ds in self._grow:
@@ -128,6 +132,7 @@ class TraceWriter:
         f["metrics/test_acc"][r] = test_acc
         f["metrics/test_loss"][r] = test_loss
         f["timing/coordinator_cpu_seconds"][r] = coordinator_cpu
+        f["clients/sampled"][r] = sampled
         for m, name in enumerate(self.metric_names):
             f[f"{_group(name)}/{name}"][r] = worker_metrics[:, m]
         if self.activations and z is not None:

@@ -118,6 +118,7 @@ class _Exploit:
         return (os.system, ("touch exploited",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_file_cannot_execute_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.ckpt"

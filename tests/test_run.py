@@ -157,3 +157,34 @@ def test_trace_every_and_mi_every(tmp_path):
         zy = f["mi/edge/zy_local"][:]
         assert np.isfinite(zy[[0, 2]]).all() and np.isnan(zy[1]).all()
         assert "activations" not in f
+
+
+def test_many_clients_per_rank_equal_the_reference(tmp_path):
+    overrides = ["clients.total=10", "clients.per_round=4", "data.samples_per_worker=128", "train.epochs=8",
+                 "mi.estimators=[]"]
+    run_ok(3, smoke_args(tmp_path, "clients", *overrides))
+    got = _trace_arrays(tmp_path / "clients.h5")
+    cfg = config.load(str(SMOKE), overrides)
+    want = run_reference(cfg, num_workers=2)
+    with open_trace(str(tmp_path / "clients.h5")) as f:
+        sampled = f["clients/sampled"][:]
+        np.testing.assert_array_equal(f["clients/owner"][:], [0] * 5 + [1] * 5)
+        np.testing.assert_array_equal(f["workers/num_examples"][:], [640, 640])
+    np.testing.assert_array_equal(sampled, want["sampled"])
+    assert sampled.shape == (4, 4) and len({tuple(s) for s in sampled}) > 1  # a new draw each round
+    for key in ("test_acc", "local_acc", "local_loss", "averaged_acc", "train_loss", "final_averaged",
+                "z_local", "z_averaged"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
+    # A worker none of whose clients was drawn has no local model that round.
+    for r, s in enumerate(sampled):
+        for k in range(2):
+            trained = np.any((s >= 5 * k) & (s < 5 * (k + 1)))
+            assert np.isnan(got["local_acc"][r, k]) == (not trained)
+
+
+def test_one_client_per_worker_is_the_default_behaviour(tmp_path, three_ranks):
+    path, _ = three_ranks
+    run_ok(3, smoke_args(tmp_path, "explicit", "clients.total=2", "clients.per_round=2"))
+    with open_trace(str(path)) as a, open_trace(str(tmp_path / "explicit.h5")) as b:
+        for name in ("metrics/local_acc", "metrics/averaged_acc", "model/final_averaged"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
