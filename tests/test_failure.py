@@ -63,3 +63,54 @@ def test_trace_is_readable_while_running_and_after_the_job_is_killed(tmp_path):
         assert acc.shape == (R, 2) and np.isfinite(acc).all()
         assert z.shape[0] == R and np.isfinite(z).all()
         np.testing.assert_array_equal(f["rounds/step"][:R], 8 * np.arange(1, R + 1))
+
+
+def test_worker_killed_with_sigkill_ends_the_job_and_names_it(tmp_path):
+    args = smoke_args(tmp_path, "sigkill", "train.epochs=200", "mi.estimators=[]", "checkpoint.every=5")
+    cmd = [*mpiexec(), "-n", "3", sys.executable, "-m", "fedmpi", *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    header = ""
+    while "ranks (rank=host:pid)" not in header:  # the coordinator prints where every rank runs
+        line = proc.stdout.readline()
+        assert line, "the run ended before printing its ranks"
+        header += line
+    ranks = dict(item.split("=") for item in header.split("ranks (rank=host:pid): ")[1].split()[0:3])
+    ranks = {int(r.rstrip(",")): hp.rstrip(",") for r, hp in ranks.items()}
+    victim = int(ranks[2].split(":")[1])
+    deadline = time.time() + 120
+    while not (tmp_path / "sigkill.ckpt").exists():  # let it write a round and a checkpoint first
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    os.kill(victim, signal.SIGKILL)
+    start = time.perf_counter()
+    rest, _ = proc.communicate(timeout=60)
+    assert time.perf_counter() - start < 30
+    assert proc.returncode != 0
+    assert f"PID {victim}" in rest or "rank 2" in rest  # the launcher names the PID; the header maps it to rank 2
+    with open_trace(str(tmp_path / "sigkill.h5")) as f:  # readable up to its last complete round
+        assert len(f["rounds/step"]) >= 5
+    from fedmpi import checkpoint
+    assert checkpoint.load(str(tmp_path / "sigkill.ckpt"))["sync_index"] >= 4  # the last checkpoint is intact
+
+
+def test_unwritable_output_folder_is_one_line_and_nothing_written(tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    proc = launch(3, ["-c", str(ROOT / "jobs" / "smoke.yaml"), "-o", str(blocked / "runs")], timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count("fedmpi: error: cannot create output folder") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_data_is_one_line(tmp_path):
+    root = tmp_path / "data" / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (root / name).write_bytes(b"not a pickle")
+    proc = launch(3, ["-c", str(ROOT / "jobs" / "default.yaml"), "-o", str(tmp_path / "runs"),
+                      "--set", f"data.root={tmp_path / 'data'}"], timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count("fedmpi: error: cannot read CIFAR-10 batch") == 1
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
