@@ -27,16 +27,3 @@ def average_from_sum(summed: np.ndarray) -> np.ndarray:
     if not total > 0:
         raise ValueError(f"total weight of the average is {total}; every worker must have examples")
     return summed[:-1] / total
-
-
-def weighted_average(thetas: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Reference: sum_k w_k theta_k / sum_k w_k over thetas (K, P), weights (K,), float32.
-
-    Same arithmetic as the collective path (float32 products, summed over k in
-    order, one division), so the two agree to float32 rounding.
-    """
-    buf = np.zeros(thetas.shape[1] + 1, dtype=np.float32)
-    part = np.empty_like(buf)
-    for theta, w in zip(thetas, weights):
-        buf += pack_contribution(theta, w, part)
-    return average_from_sum(buf)

@@ -178,7 +178,10 @@ def _run_job(comm, args) -> int:
         cfg = config.from_dict(yaml.safe_load(meta["config"]))
         job = meta["job"]
         if args.resume and args.overrides and given is None:
-            given = config.from_dict(_with_overrides(yaml.safe_load(meta["config"]), args.overrides))
+            raw = yaml.safe_load(meta["config"])
+            for assignment in args.overrides:
+                config.apply_override(raw, assignment)
+            given = config.from_dict(raw)
         if given is not None and given != cfg:
             raise UsageError(f"cannot resume {trace_path} with a changed config: "
                              + "; ".join(config.differences(cfg, given)) + " (stored -> given)")
@@ -201,10 +204,3 @@ def _run_job(comm, args) -> int:
                                                           resume_state if resuming else None))
     from fedmpi.worker import run_worker
     return run_or_abort(comm, lambda: run_worker(comm, cfg, dataset, plan, stop, resume=resuming))
-
-
-def _with_overrides(raw: dict, overrides) -> dict:
-    from fedmpi.config import _apply_override
-    for assignment in overrides:
-        _apply_override(raw, assignment)
-    return raw

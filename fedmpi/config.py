@@ -229,7 +229,8 @@ def _coerce(value: Any, hint: Any, default: Any, key: str) -> Any:
     raise TypeError(f"fedmpi.config cannot parse {key} of type {hint}")
 
 
-def _apply_override(raw: dict, assignment: str) -> None:
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `--set section.key=value` to a YAML-shaped dict, in place."""
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise UsageError(f"--set takes section.key=value, got {assignment!r}")
@@ -269,7 +270,7 @@ def load(path: str | None, overrides: typing.Sequence[str] = ()) -> Config:
         if not isinstance(raw, dict):
             raise UsageError(f"job file {path} must hold a mapping of sections, got {type(raw).__name__}")
     for assignment in overrides:
-        _apply_override(raw, assignment)
+        apply_override(raw, assignment)
     return from_dict(raw)
 
 

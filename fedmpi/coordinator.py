@@ -13,6 +13,7 @@ writes one checkpoint next to the trace.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -146,5 +147,4 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
 
 
 def _attrs(params) -> dict:
-    import dataclasses
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
