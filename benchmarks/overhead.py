@@ -10,7 +10,10 @@
 (c) as (b) but logging metrics at every sync point (evaluation of the local
     and averaged model on 2,000 shard examples and of the test set): the
     price of measuring, reported separately.
-It prints b/a and c/a and the coordinator's CPU seconds per wall second
+(a2) two copies of (a) at once: what two processes on this machine's cores
+    get each, without any fedmpi, so the machine's own contention (shared
+    caches, memory bandwidth) can be told apart from fedmpi's overhead.
+It prints b/a, b/a2 and c/a and the coordinator's CPU seconds per wall second
 while the workers train (from /timing/coordinator_cpu_seconds in the trace).
 Data are synthetic images of CIFAR-10's shape: the compute per step is the
 same as on CIFAR-10. (a) runs twice, before and after (b) and (c), and the
@@ -65,6 +68,15 @@ def plain_steps_per_second(steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def two_plain_at_once(steps: int) -> list[float]:
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+            f"from overhead import plain_steps_per_second as f; print(f({steps}))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    return [float(p.communicate()[0]) for p in procs]
+
+
 def fedmpi_run(mpiexec: list[str], steps: int, out: Path, name: str, trace_every: int) -> dict:
     epochs = steps // (EXAMPLES // BATCH)
     sets = [f"data.samples_per_worker={EXAMPLES}", "data.probe_size=1000", "data.eval_size=2000",
@@ -98,15 +110,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         b = fedmpi_run(mpiexec, args.steps, Path(tmp), "sync-only", trace_every=10**9)
         c = fedmpi_run(mpiexec, args.steps, Path(tmp), "metrics-every-sync", trace_every=1)
-    a2 = plain_steps_per_second(args.steps)
-    a = (a1 + a2) / 2
-    print(f"(a) plain PyTorch, 1 thread:             {a:8.1f} steps/s  (runs: {a1:.1f}, {a2:.1f})")
+    pair = two_plain_at_once(args.steps)
+    a_end = plain_steps_per_second(args.steps)
+    a = (a1 + a_end) / 2
+    a2 = sum(pair) / 2
+    print(f"(a)  plain PyTorch, 1 thread:            {a:8.1f} steps/s  (runs: {a1:.1f}, {a_end:.1f})")
+    print(f"(a2) two plain processes at once:        {a2:8.1f} steps/s each ({pair[0]:.1f}, {pair[1]:.1f})")
     print(f"(b) fedmpi -n 3, sync every {SYNC_EVERY}, last sync logged: {b['steps_per_s']:8.1f} steps/s per worker "
           f"({b['steps']} steps in {b['wall']:.1f} s)")
     print(f"    per worker: training {np.round(b['train_s'], 1)} s, in sync {np.round(b['sync_s'], 2)} s")
     print(f"(c) fedmpi -n 3, metrics every sync:      {c['steps_per_s']:8.1f} steps/s per worker "
           f"({c['steps']} steps in {c['wall']:.1f} s)")
     print(f"ratio b/a = {b['steps_per_s'] / a:.3f}   (target >= 0.90)")
+    print(f"ratio b/a2 = {b['steps_per_s'] / a2:.3f}  (fedmpi against the same two processes without it)")
     print(f"ratio c/a = {c['steps_per_s'] / a:.3f}   (with evaluation at every sync point)")
     print(f"coordinator CPU s per wall s while workers train: {b['coord_cpu_per_s']:.4f} (target <= 0.05)")
 
