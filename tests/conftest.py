@@ -30,9 +30,9 @@ def mpiexec() -> list[str]:
 
 
 def launch(n: int, args: list[str], timeout: float = 240, cwd: Path = ROOT,
-           script: list[str] | None = None) -> subprocess.CompletedProcess:
+           script: list[str] | None = None, launcher_args: list[str] = ()) -> subprocess.CompletedProcess:
     """Run `mpiexec -n N python -m fedmpi ARGS` (or another script); fail the test on a hang."""
-    cmd = [*mpiexec(), "-n", str(n), sys.executable, *(script or ["-m", "fedmpi"]), *args]
+    cmd = [*mpiexec(), *launcher_args, "-n", str(n), sys.executable, *(script or ["-m", "fedmpi"]), *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     try:

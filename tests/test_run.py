@@ -188,3 +188,13 @@ def test_one_client_per_worker_is_the_default_behaviour(tmp_path, three_ranks):
     with open_trace(str(path)) as a, open_trace(str(tmp_path / "explicit.h5")) as b:
         for name in ("metrics/local_acc", "metrics/averaged_acc", "model/final_averaged"):
             np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+def test_run_through_a_host_file(tmp_path):
+    from conftest import mpiexec
+    openmpi = "--oversubscribe" in mpiexec()
+    hostfile = ["--hostfile", str(ROOT / "hostfiles" / "localhost.openmpi")] if openmpi else \
+        ["-f", str(ROOT / "hostfiles" / "localhost")]
+    run_ok(3, smoke_args(tmp_path, "hosts", "train.epochs=1", "mi.estimators=[]"), launcher_args=hostfile)
+    with open_trace(str(tmp_path / "hosts.h5")) as f:
+        assert f.attrs["status"] == "complete"
