@@ -1,26 +1,34 @@
-"""Checkpoints: one file next to the trace, written atomically by the coordinator.
+"""Checkpoints: one file next to the trace, written atomically, verified when read.
 
 `runs/NAME.h5` has its checkpoint in `runs/NAME.ckpt`. It holds what an
-exact continuation needs: every worker's parameters, optimizer state,
-batch-order generator state and position, the index of the last completed
-sync point, the number of trace rows written up to it, the elapsed wall time,
-the resolved config and the world size. It is saved with `torch.save` and
-read with `torch.load(weights_only=True)`, which unpickles tensors and plain
-containers only: a checkpoint file cannot execute code.
+exact continuation needs: every worker's client states (parameters, integer
+buffers, optimizer state, batch-order generator state and position, the
+algorithm's per-client state), the server state, the index of the last
+completed round, the number of trace rows written up to it, the elapsed wall
+time, the resolved config and the world size. The payload is written with
+`torch.save` and read with `torch.load(weights_only=True)`, which unpickles
+tensors and plain containers only: a checkpoint file cannot execute code.
 
-Written as a temporary file, flushed to disk, then renamed over the old one:
-a crash while writing leaves the previous checkpoint intact.
+The file is `MAGIC`, the SHA-256 of the payload in hex, a newline, then the
+payload. A damaged copy (flipped bytes, a partial copy) fails the digest and
+is refused before anything is resumed from it. It is written as a temporary
+file, flushed to disk, then renamed over the old one: a crash while writing
+leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 
 import torch
 
 from fedmpi.errors import UsageError
 
-FORMAT = 1
+FORMAT = 2  # 2: with a digest; 1 (before it) is refused
+MAGIC = b"fedmpi checkpoint\n"
+_DIGEST_LEN = 64  # hex characters of a SHA-256
 
 
 def path_for(trace_path: str) -> str:
@@ -29,9 +37,13 @@ def path_for(trace_path: str) -> str:
 
 
 def save(path: str, state: dict) -> None:
+    payload = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, payload)
+    data = payload.getvalue()
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **state}, fh)
+        fh.write(MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n")
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -40,11 +52,23 @@ def save(path: str, state: dict) -> None:
 def load(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
-            state = torch.load(fh, map_location="cpu", weights_only=True)
+            raw = fh.read()
     except FileNotFoundError:
         raise UsageError(f"no checkpoint {path}: the run never wrote one (checkpoint.every: 0 and no "
                          "signal) or it finished; start it again with --force") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same bad input
+    except OSError as exc:
+        raise UsageError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    head = len(MAGIC) + _DIGEST_LEN + 1
+    if not raw.startswith(MAGIC):
+        raise UsageError(f"checkpoint {path} cannot be read: it is not a fedmpi checkpoint of format {FORMAT} "
+                         "(written by an older fedmpi, or not a checkpoint); start the run again with --force")
+    digest, data = raw[len(MAGIC):head - 1].decode("ascii", "replace"), raw[head:]
+    if raw[head - 1:head] != b"\n" or hashlib.sha256(data).hexdigest() != digest:
+        raise UsageError(f"checkpoint {path} is damaged (its SHA-256 does not match its contents: a "
+                         "truncated or corrupted copy); resume from an intact copy or start again with --force")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable payload is the same bad input
         raise UsageError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is not a "
                          "fedmpi checkpoint or it is damaged") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -2,7 +2,7 @@
 
 `run` is the default command, so `mpirun -n 3 python -m fedmpi` runs
 jobs/default.yaml. Roles are dispatched here, once: rank 0 coordinates,
-ranks 1..N train.
+ranks 1..W train.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ COMMANDS = ("run", "check", "analyze")
 DESCRIPTION = """\
 fedmpi: federated learning over MPI with information-theoretic traces.
 
-Rank 0 is the coordinator (averages, evaluates, estimates mutual information,
-writes the HDF5 trace); ranks 1..N are workers that train on their own shard.
+Rank 0 is the coordinator (aggregates, evaluates, estimates mutual information,
+writes the HDF5 trace); ranks 1..W are workers that train on their own shard.
 
 commands:
   run     train a job (the default command): mpirun -n 3 python -m fedmpi -c JOB.yaml
@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Validate a job file (and --set overrides); print the resolved config.")
     check.add_argument("job", metavar="JOB.yaml", help="job file to validate")
     _add_job_args(check, with_config_flag=False)
-    from fedmpi import analyze
-    analyze.add_parser(sub)
+    from fedmpi.analysis import cli as analysis_cli
+    analysis_cli.add_parser(sub)
     return parser
 
 
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args)
     if args.command == "analyze":
-        from fedmpi import analyze
-        return analyze.main(args)
+        from fedmpi.analysis import cli as analysis_cli
+        return analysis_cli.main(args)
     return _run(args)
 
 
@@ -199,7 +199,7 @@ def _run_job(comm, args) -> int:
         from fedmpi.console import Console
         from fedmpi.coordinator import run_coordinator
         live = {"auto": None, "live": True, "plain": False}[args.progress]
-        console = Console(job, plan.schedule.num_syncs, live=live)
+        console = Console(job, plan.schedule.num_rounds, live=live)
         return run_or_abort(comm, lambda: run_coordinator(comm, cfg, dataset, plan, trace_path, job, console, stop,
                                                           resume_state if resuming else None))
     from fedmpi.worker import run_worker

@@ -1,8 +1,9 @@
 """The one module that talks MPI.
 
-Rank 0 is the coordinator, ranks 1..N the workers. Each method below that
-moves data is a sync point: every rank calls it, in the same order, with
-buffers of the same shape. Waits are non-blocking collectives polled with a
+Rank 0 is the coordinator, ranks 1..W the workers. Each method below that
+moves data is a collective: every rank calls it, in the same order, with
+buffers of the same shape. It only moves buffers; what they hold and what is
+done with them is fedmpi.protocol's and the algorithm's business. Waits are non-blocking collectives polled with a
 growing sleep, because a rank blocked in MPICH's `Allreduce` busy-polls a whole
 core (measured here: ~100% CPU), which on a shared node takes that core from a
 worker. Importing this module starts nothing; `Comm()` initialises MPI.
@@ -74,7 +75,7 @@ class Comm:
 
     # ------------------------------------------------------------ sync points
     def agree(self, fn: Callable[[], T]) -> T:
-        """Sync point: run `fn` on the coordinator only and give every rank its result.
+        """Collective: run `fn` on the coordinator only and give every rank its result.
 
         If `fn` raises a UsageError on the coordinator, every rank raises it, so a
         bad data root or output path ends the job cleanly everywhere.
@@ -92,53 +93,51 @@ class Comm:
         return value
 
     def gather_probes(self, x_buf: np.ndarray, y_buf: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Sync point, once at start: each worker's probe inputs (P, ...) float32 and labels (P,) int64.
+        """Collective, once at start: each worker's probe inputs (probe_size, C, H, W) float32 and
+        labels (probe_size,) int64.
 
-        The coordinator passes zero buffers of the same shape and gets
-        (W, P, ...) and (W, P); workers get None.
+        The coordinator passes zero buffers of the same shape and gets them
+        stacked, (W, probe_size, ...); workers get None.
         """
         xs = self._gather(x_buf)
         ys = self._gather(y_buf)
         return (xs, ys) if self.is_coordinator else None
 
-    def sum_contributions(self, send_buf: np.ndarray, recv_buf: np.ndarray,
-                          collective: str) -> np.ndarray | None:
-        """Sync point, every round: recv_buf <- sum over ranks of send_buf (P + 1,) float32.
+    def allreduce_sum(self, send_buf: np.ndarray, recv_buf: np.ndarray) -> None:
+        """Collective: recv_buf <- the elementwise sum over ranks of send_buf (same shape on every rank)."""
+        self._wait(self._comm.Iallreduce(send_buf, recv_buf, op=self._MPI.SUM))
 
-        The coordinator contributes zeros. With collective 'allreduce' this is one
-        Allreduce. With 'gather' the coordinator gathers every buffer, sums them
-        in rank order and broadcasts the sum; it also returns the gathered
-        (W, P + 1) contributions, which per-worker analyses need.
-        """
-        if collective == "allreduce":
-            self._wait(self._comm.Iallreduce(send_buf, recv_buf, op=self._MPI.SUM))
-            return None
-        stacked = self._gather(send_buf)
-        if self.is_coordinator:
-            np.sum(stacked, axis=0, out=recv_buf)
-        self._wait(self._comm.Ibcast(recv_buf, root=COORDINATOR))
-        return stacked
+    def gather(self, buf: np.ndarray) -> np.ndarray | None:
+        """Collective: every worker's buf, stacked (W, ...) on the coordinator; None on workers.
+
+        The coordinator passes a buffer of the same shape, which is left out."""
+        return self._gather(buf)
+
+    def bcast(self, buf: np.ndarray) -> None:
+        """Collective: every rank's buf <- the coordinator's, in place."""
+        self._wait(self._comm.Ibcast(buf, root=COORDINATOR))
 
     def report(self, metrics_buf: np.ndarray, z_buf: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Sync point, each logged round: workers' metrics (M,) float64 and, when due, Z (2, P, D) float32.
+        """Collective, each logged round: workers' metrics (len(METRICS),) float64 and, when due,
+        Z (2, probe_size, D) float32 under the local and the averaged model.
 
-        The coordinator passes zero buffers and gets (W, M) and (W, 2, P, D).
+        The coordinator passes zero buffers and gets them stacked, (W, ...).
         """
         metrics = self._gather(metrics_buf)
         z = self._gather(z_buf) if z_buf is not None else None
         return metrics, z
 
     def collect(self, obj: object) -> list | None:
-        """Sync point, at checkpoints: each worker's state (small, pickled) to the coordinator."""
+        """Collective, at checkpoints: each worker's state (small, pickled) to the coordinator."""
         gathered = self._comm.gather(obj, root=COORDINATOR)
         return gathered[1:] if self.is_coordinator else None
 
     def distribute(self, objs: list | None) -> object:
-        """Sync point, on resume: the coordinator hands worker k objs[k]; it gets None itself."""
+        """Collective, on resume: the coordinator hands worker k objs[k]; it gets None itself."""
         return self._comm.scatter([None] + list(objs) if self.is_coordinator else None, root=COORDINATOR)
 
     def placement(self) -> list[tuple[int, str, int]] | None:
-        """Sync point, at start: (rank, host, pid) of every rank, on the coordinator.
+        """Collective, at start: (rank, host, pid) of every rank, on the coordinator.
 
         Printed and stored, so that a launcher's message about a dead PID can be
         traced back to a rank."""

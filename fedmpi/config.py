@@ -1,10 +1,13 @@
 """Typed job configuration: YAML sections mapped onto frozen dataclasses.
 
-A job file (`jobs/*.yaml`) has the sections of DESIGN.md: `seed`, `data`,
-`model`, `train`, `sync`, `mi`, `trace`, `device`, and `checkpoint`, `clients`. Every key is optional and
-falls back to the default written next to its field here. Unknown keys, wrong
-types and out-of-range values raise `UsageError` naming the key and what is
-allowed. `--set section.key=value` overrides go through the same checks. The
+A job file (`jobs/*.yaml`) has the sections `seed`, `data`, `model`,
+`algorithm`, `compression`, `train`, `sync`, `clients`, `mi`, `trace`,
+`checkpoint`, `device` (docs/design.md). Every key is optional and falls back
+to the default written next to its field here. `model`, `algorithm` and
+`compression` name a registered plug-in and hold that plug-in's parameters
+(`model: {name: lenet, width: 2}`); `mi` holds a section per registered
+estimator. Unknown keys, names, wrong types and out-of-range values raise
+`UsageError` naming the key and what is allowed. `--set section.key=value` overrides go through the same checks. The
 resolved config (`to_yaml`) is stored in every trace, so a run can be redone
 from its trace alone.
 """
@@ -19,8 +22,12 @@ from typing import Any, Literal
 
 import yaml
 
+from fedmpi.algorithms import ALGORITHMS
+from fedmpi.compress import COMPRESSORS
 from fedmpi.errors import UsageError
-from fedmpi.info import ESTIMATORS, PARAMS
+from fedmpi.info import ESTIMATORS
+from fedmpi.models import MODELS
+from fedmpi.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,28 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    name: Literal["lenet"] = "lenet"  # see fedmpi.models.MODELS
+class Choice:
+    """A section that names a registered plug-in and holds its parameters.
+
+    `cfg.model.name` is the name; `cfg.model.width` reads the parameter of that
+    name (`cfg.model.params` is the whole parameter dataclass).
+    """
+
+    name: str
+    params: Any
+
+    def __getattr__(self, key: str) -> Any:
+        if key in ("name", "params") or key.startswith("__"):  # not set yet (copy, unpickling)
+            raise AttributeError(key)
+        return getattr(self.params, key)
+
+
+# The sections that are a Choice, and the registry each one chooses from.
+CHOICES: dict[str, Registry] = {"model": MODELS, "algorithm": ALGORITHMS, "compression": COMPRESSORS}
+
+
+def _choice(section: str, name: str) -> Choice:
+    return Choice(name, CHOICES[section][name].params())
 
 
 @dataclass(frozen=True)
@@ -80,29 +107,23 @@ class SyncConfig:
         _require(self.every >= 1, "sync.every", "an integer >= 1", self.every)
 
 
-@dataclass(frozen=True)
-class MIConfig:
-    estimators: tuple[str, ...] = ("edge",)  # any subset of fedmpi.info.ESTIMATORS; [] turns MI off
-    every: int = 1  # estimate at every k-th logged sync point
-    edge: Any = field(default_factory=PARAMS["edge"])
-    ksg: Any = field(default_factory=PARAMS["ksg"])
-    binning: Any = field(default_factory=PARAMS["binning"])
-    kde: Any = field(default_factory=PARAMS["kde"])
+def _mi_check(self) -> None:
+    for name in self.estimators:
+        _require(name in ESTIMATORS, "mi.estimators", f"a list drawn from {list(ESTIMATORS)}", name)
+    _require(len(set(self.estimators)) == len(self.estimators), "mi.estimators",
+             "a list without repeats", list(self.estimators))
+    _require(self.every >= 1, "mi.every", "an integer >= 1", self.every)
 
-    def check(self) -> None:
-        for name in self.estimators:
-            _require(name in ESTIMATORS, "mi.estimators", f"a list drawn from {list(ESTIMATORS)}", name)
-        _require(len(set(self.estimators)) == len(self.estimators), "mi.estimators",
-                 "a list without repeats", list(self.estimators))
-        _require(self.every >= 1, "mi.every", "an integer >= 1", self.every)
-        for name in ESTIMATORS:
-            try:
-                getattr(self, name).validate()
-            except ValueError as exc:
-                raise UsageError(f"mi.{name}: {exc}") from None
 
-    def params(self, name: str) -> Any:
-        return getattr(self, name)
+# `mi` has a section per registered estimator (`mi.edge`, `mi.ksg`, ...), made
+# from the registry, so a new estimator needs no field here.
+MIConfig = dataclasses.make_dataclass(
+    "MIConfig",
+    [("estimators", tuple[str, ...], field(default=("edge",))),  # any subset of fedmpi.info.ESTIMATORS; [] = off
+     ("every", int, field(default=1))]  # estimate at every k-th logged round
+    + [(name, Any, field(default_factory=ESTIMATORS[name].params)) for name in ESTIMATORS],
+    frozen=True, namespace={"check": _mi_check, "params": lambda self, name: getattr(self, name),
+                            "__module__": __name__})
 
 
 @dataclass(frozen=True)
@@ -140,7 +161,9 @@ class CheckpointConfig:
 class Config:
     seed: int = 0  # one seed for data, partition, probes, init and batch order
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Choice = field(default_factory=lambda: _choice("model", "lenet"))  # fedmpi.models
+    algorithm: Choice = field(default_factory=lambda: _choice("algorithm", "fedavg"))  # fedmpi.algorithms
+    compression: Choice = field(default_factory=lambda: _choice("compression", "none"))  # fedmpi.compress
     train: TrainConfig = field(default_factory=TrainConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     mi: MIConfig = field(default_factory=MIConfig)
@@ -180,8 +203,40 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     values = {key: _coerce(raw[key], hints[key], defaults[key], prefix + key) for key in raw}
     obj = cls(**values)
     if hasattr(obj, "check"):
-        obj.check()
+        try:
+            obj.check()
+        except ValueError as exc:  # plug-in parameters (an estimator's) say what is wrong as ValueError
+            raise UsageError(f"config: {where}: {exc}") from None
     return obj
+
+
+def _build_choice(section: str, raw: Any, default: Choice) -> Choice:
+    """A Choice section: `name` picks the registered plug-in, the other keys are its parameters."""
+    registry = CHOICES[section]
+    if isinstance(raw, str):  # `model: lenet` is short for `model: {name: lenet}`
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise UsageError(f"config: {section} must be a mapping with a name and that {registry.kind}'s "
+                         f"parameters, got {raw!r}")
+    raw = dict(raw)
+    name = raw.pop("name", default.name)
+    if name not in registry:
+        raise UsageError(f"config: {section}.name must be one of {', '.join(registry)}; got {name!r}")
+    cls = registry[name].params
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            allowed = ", ".join(["name", *sorted(fields)])
+            raise UsageError(f"config: unknown key '{section}.{key}' for {section} {name!r}; allowed: {allowed}")
+    hints = typing.get_type_hints(cls)
+    defaults = {f.name: _default_of(f) for f in dataclasses.fields(cls)}
+    values = {k: _coerce(v, hints[k], defaults[k], f"{section}.{k}") for k, v in raw.items()}
+    params = cls(**values)
+    try:
+        params.check()
+    except ValueError as exc:
+        raise UsageError(f"config: {section}.{exc}") from None
+    return Choice(name, params)
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -191,6 +246,8 @@ def _default_of(f: dataclasses.Field) -> Any:
 
 
 def _coerce(value: Any, hint: Any, default: Any, key: str) -> Any:
+    if isinstance(default, Choice):
+        return _build_choice(key, value, default)
     if dataclasses.is_dataclass(default):  # a nested section, typed by its default
         return _build(type(default), value, key + ".")
     origin = typing.get_origin(hint)
@@ -276,12 +333,16 @@ def load(path: str | None, overrides: typing.Sequence[str] = ()) -> Config:
 
 def to_dict(cfg: Config) -> dict:
     def plain(v: Any) -> Any:
+        if isinstance(v, Choice):
+            return {"name": v.name, **plain(v.params)}
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)
 
 
 def to_yaml(cfg: Config) -> str:
@@ -294,7 +355,12 @@ def differences(a: Config, b: Config) -> list[str]:
     out: list[str] = []
 
     def walk(x: Any, y: Any, prefix: str) -> None:
-        if dataclasses.is_dataclass(x):
+        if isinstance(x, Choice) and isinstance(y, Choice):
+            if x.name != y.name:
+                out.append(f"{prefix}name: {x.name!r} -> {y.name!r}")
+            else:
+                walk(x.params, y.params, prefix)
+        elif dataclasses.is_dataclass(x) and type(x) is type(y):
             for f in dataclasses.fields(x):
                 walk(getattr(x, f.name), getattr(y, f.name), prefix + f.name + ".")
         elif x != y:

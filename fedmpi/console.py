@@ -29,9 +29,9 @@ def _fmt_time(seconds: float) -> str:
 
 
 class Console:
-    def __init__(self, job: str, num_syncs: int, live: bool | None = None):
+    def __init__(self, job: str, num_rounds: int, live: bool | None = None):
         self.job = job
-        self.num_syncs = num_syncs
+        self.num_rounds = num_rounds
         self.live = sys.stdout.isatty() if live is None else live
         self.out = RichConsole(highlight=False, soft_wrap=True, force_terminal=self.live or None)
         self.start_time = time.perf_counter()
@@ -52,7 +52,7 @@ class Console:
                 TextColumn("sync {task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("eta"),
                 TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=self.out)
             self._progress.start()
-            self._task = self._progress.add_task(self.job, total=self.num_syncs, completed=first, stats="")
+            self._task = self._progress.add_task(self.job, total=self.num_rounds, completed=first, stats="")
 
     def note(self, message: str) -> None:
         self.out.print(f"[yellow]{message}[/yellow]" if self.live else message)
@@ -69,12 +69,12 @@ class Console:
             self._progress.update(self._task, completed=done, stats=stats)
             return
         now = time.perf_counter()
-        if now - self._last_plain < _PLAIN_MIN_INTERVAL_S and done < self.num_syncs:
+        if now - self._last_plain < _PLAIN_MIN_INTERVAL_S and done < self.num_rounds:
             return
         self._last_plain = now
         elapsed = now - self.start_time
-        eta = elapsed / max(done - self._first, 1) * (self.num_syncs - done)
-        print(f"[{self.job}] sync {done}/{self.num_syncs}  {stats}  elapsed {_fmt_time(elapsed)}  "
+        eta = elapsed / max(done - self._first, 1) * (self.num_rounds - done)
+        print(f"[{self.job}] sync {done}/{self.num_rounds}  {stats}  elapsed {_fmt_time(elapsed)}  "
               f"eta {_fmt_time(eta)}", flush=True)
 
     def finish(self, title: str, rows: Mapping[str, str]) -> None:

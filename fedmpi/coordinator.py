@@ -1,14 +1,15 @@
-"""The coordinator loop (rank 0): average, evaluate, measure, write the trace.
+"""The coordinator loop (rank 0): aggregate, evaluate, measure, write the trace.
 
 It trains nothing. At every sync point it joins the sum of the workers'
-contributions (giving zeros); at logged ones it collects the workers' metrics
-and representations and hands the averaged model and the representations to
-its measurement thread (test accuracy, mutual information), which works while
-the workers train towards the next sync point. A round is written to the
-trace once its test accuracy is known; MI values follow when estimated.
-Every `checkpoint.every` sync points, and when a rank got SIGTERM/SIGUSR1,
-it collects the workers' states, waits for the measurements to catch up and
-writes one checkpoint next to the trace.
+contributions (giving zeros) and turns it into the global model as every
+rank does (fedmpi.protocol); at logged rounds it collects the workers'
+metrics and representations and hands the global model and the
+representations to its measurement thread (test accuracy, mutual
+information), which works while the workers train towards the next sync
+point. A round is written to the trace once its test accuracy is known; MI
+values follow when estimated. Every `checkpoint.every` rounds, and when a
+rank got SIGTERM/SIGUSR1, it collects the workers' states, waits for the
+measurements to catch up and writes one checkpoint next to the trace.
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ import torch
 
 from fedmpi import checkpoint
 from fedmpi import config as config_mod
-from fedmpi.averaging import average_from_sum
 from fedmpi.console import Console
 from fedmpi.flat import layout_arrays
-from fedmpi.local import new_model
+from fedmpi.local import arrays, new_algorithm, new_model, tensors
 from fedmpi.measure import Measurements
+from fedmpi.protocol import METRICS, RoundBuffers, checkpoint_due, sync_point
 from fedmpi.trace import TraceWriter
-from fedmpi.worker import METRICS, checkpoint_due
 
 
 def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console: Console, stop,
                     resume_state: dict | None = None) -> int:
     torch.set_num_threads(cfg.train.threads)
-    W, P = plan.num_workers, plan.probe_size
+    W, P = plan.num_workers, plan.probe_size  # workers, probe examples per worker
     schedule = plan.schedule
     placement = comm.placement()
     probe_x, probe_y = comm.gather_probes(np.zeros((P,) + dataset.input_shape, np.float32),
@@ -45,6 +45,8 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     mi_params = {name: cfg.mi.params(name) for name in cfg.mi.estimators}
     probe_indices = np.stack([w.shard[w.probe_positions] for w in plan.workers])  # (W, P) global indices
     measurements = Measurements(model, test_x, test_y, mi_params, probe_x, probe_y)
+    algorithm = new_algorithm(cfg, model, measurements.flat, plan.num_clients)
+    server = algorithm.server_init(measurements.flat.vector.numpy())
     config_yaml = config_mod.to_yaml(cfg)
     ckpt_path = checkpoint.path_for(trace_path)
 
@@ -60,13 +62,13 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             client_owner=np.concatenate([[k] * len(w.client_ids) for k, w in enumerate(plan.workers)]),
             clients_per_round=plan.clients_per_round)
     else:
-        next_sync = resume_state["sync_index"] + 1
-        comm.distribute([{"group": s, "next_sync": next_sync} for s in resume_state["workers"]])
+        next_round = resume_state["sync_index"] + 1
+        comm.distribute([{"group": s, "next_round": next_round} for s in resume_state["workers"]])
         writer = TraceWriter.reopen(trace_path, resume_state["rows"], METRICS)
-        first, elapsed, cpu_used = next_sync, resume_state["elapsed"], resume_state["cpu_seconds"]
+        first, elapsed, cpu_used = next_round, resume_state["elapsed"], resume_state["cpu_seconds"]
+        server = arrays(resume_state["server"])
 
-    zero_buf = np.zeros(measurements.flat.size + 2, dtype=np.float32)  # [w * theta, w, stop]: zeros
-    sum_buf = np.empty_like(zero_buf)
+    bufs = RoundBuffers(algorithm.contribution_size)  # the coordinator's payload stays zero
     metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
     z_buf = np.zeros((2, P, D), dtype=np.float32)
     steps_per_epoch = schedule.total_steps / cfg.train.epochs
@@ -74,8 +76,8 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     console.start(f"fedmpi {job}: {W} workers, {cfg.data.name} {cfg.data.partition}, "
                   f"sync every {schedule.sync_every} batches "
                   f"({'with' if cfg.sync.redistribute else 'without'} redistribution), "
-                  f"{schedule.num_syncs} sync points -> {trace_path}"
-                  + (f"\nresuming after sync point {first}/{schedule.num_syncs}" if first else "")
+                  f"{schedule.num_rounds} rounds -> {trace_path}"
+                  + (f"\nresuming after sync point {first}/{schedule.num_rounds}" if first else "")
                   + f"\nranks (rank=host:pid): {ranks}", first=first)
     # Rounds reported by the workers, waiting for their test evaluation to be written.
     pending: dict[int, dict] = {}
@@ -100,9 +102,10 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     start = time.perf_counter() - elapsed
     cpu_start = time.process_time() - cpu_used
     row = writer.rows
-    for i in range(first, schedule.num_syncs):
-        zero_buf[-1] = stop.requested
-        comm.sum_contributions(zero_buf, sum_buf, cfg.sync.collective)
+    for i in range(first, schedule.num_rounds):
+        bufs.set_stop(stop.requested)
+        sync_point(comm, bufs, cfg.sync.collective)
+        server = algorithm.aggregate(server, bufs.summed)
         if schedule.logged(i):
             # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
             cpu_seconds = time.process_time() - cpu_start
@@ -112,31 +115,30 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                                 sampled=plan.sampled(i),
                                 worker_metrics=worker_metrics, z=z if cfg.trace.activations else None)
             mi_z = z if mi_params and schedule.mi_due(i) else None
-            measurements.submit(row, average_from_sum(sum_buf[:-1]), mi_z, console.note)
+            measurements.submit(row, server["theta"], mi_z, console.note)
             row += 1
             record(measurements.poll())
-        stopping = sum_buf[-1] > 0
-        if checkpoint_due(cfg, schedule, i, stopping):
+        if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, bufs.stopping):
             states = comm.collect(None)
             record(measurements.drain())
             checkpoint.save(ckpt_path, {
                 "config": config_yaml, "world_size": comm.world_size, "sync_index": i, "rows": writer.rows,
                 "elapsed": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-                "workers": [s["group"] for s in states]})
-            if stopping:
+                "server": tensors(server), "workers": [s["group"] for s in states]})
+            if bufs.stopping:
                 measurements.close()
                 writer.close(None)
-                console.note(f"checkpointed after sync point {i + 1}/{schedule.num_syncs} on request "
+                console.note(f"checkpointed after sync point {i + 1}/{schedule.num_rounds} on request "
                              f"(SIGTERM/SIGUSR1); continue with: python -m fedmpi run --resume {trace_path}")
                 return 0
     record(measurements.close())
-    writer.close(average_from_sum(sum_buf[:-1]))  # the last sync point is always logged
+    writer.close(server["theta"])  # the last round is always logged
     checkpoint.remove(ckpt_path)  # the run is complete: nothing left to resume
     wall = time.perf_counter() - start
     wm = last["worker_metrics"]
     console.finish(f"fedmpi {job}: done", {
         "trace": trace_path,
-        "sync points": f"{schedule.num_syncs} ({writer.rows} logged)",
+        "rounds": f"{schedule.num_rounds} ({writer.rows} logged)",
         "local batches per worker": str(schedule.total_steps),
         "wall time": f"{wall:.1f} s",
         "test accuracy (averaged)": f"{last['test_acc']:.4f}",

@@ -1,8 +1,10 @@
-"""One worker's local training: model, optimizer, batch order, evaluation.
+"""One worker's local training: its clients' models, optimizers, batch order, evaluation.
 
 Shared by the MPI worker and the single-process reference, so the two run the
 same algorithm step for step. Data are tensors already on the device and
-batched by index; the hot loop does no per-example Python work.
+batched by index; the hot loop does no per-example Python work. What a
+client sends and how the sum becomes the global model is the algorithm's
+(fedmpi.algorithms); this module only runs it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedmpi.averaging import average_from_sum, pack_contribution
+from fedmpi.algorithms import Algorithm, LocalWork, Setting, build_algorithm
+from fedmpi.algorithms.base import GradientHook, State
 from fedmpi.flat import FlatParams
 from fedmpi.models import build_model
 from fedmpi.seeding import INIT, ORDER, int_seed
@@ -25,7 +28,7 @@ EVAL_CHUNK = 1000  # examples per forward pass in evaluation; bounds activation 
 class Evaluation:
     accuracy: float
     loss: float  # mean cross-entropy, nats
-    z_probe: torch.Tensor | None  # (P, D) representation of the first P examples
+    z_probe: torch.Tensor | None  # (probe_size, D) representation of the first probe_size examples
 
 
 def worker_tensors(dataset, worker_data, device):
@@ -40,14 +43,22 @@ def worker_tensors(dataset, worker_data, device):
 
 
 def new_model(cfg, input_shape, num_classes, device):
-    """Every worker starts from the same initial weights (same seed), as FedAvg assumes."""
-    return build_model(cfg.model.name, input_shape, num_classes, int_seed(cfg.seed, INIT)).to(device)
+    """Every client starts from the same initial weights (same seed), as FedAvg assumes."""
+    return build_model(cfg.model.name, input_shape, num_classes, int_seed(cfg.seed, INIT),
+                       cfg.model.params).to(device)
+
+
+def new_algorithm(cfg, model, flat: FlatParams, num_clients: int) -> Algorithm:
+    """The job's algorithm for this model; every rank builds the same one."""
+    setting = Setting(flat.size, tuple(flat.slots), tuple(model.final_layers), num_clients)
+    return build_algorithm(cfg.algorithm.name, setting, cfg.algorithm.params)
 
 
 class LocalTrainer:
     def __init__(self, cfg, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, worker: int):
         self.model = model
         self.flat = FlatParams(model)
+        self.grad = self.flat.attach_grad()  # (num_params,): the whole gradient, for algorithms' hooks
         self.x, self.y = x, y  # (N, C, H, W) float32, (N,) int64 on the model's device
         self.batch_size = cfg.train.batch_size
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
@@ -71,28 +82,35 @@ class LocalTrainer:
         """Everything needed to continue training exactly: parameters, optimizer
         state, batch-order generator and position. Tensors and plain values only,
         so it loads with torch.load(weights_only=True)."""
-        return {"theta": self.flat.vector.detach().cpu().clone(), "optimizer": self.opt.state_dict(),
-                "generator": self.gen.get_state(), "perm": self.perm.cpu().clone(), "pos": self.pos,
-                "epochs_started": self.epochs_started}
+        return {"theta": self.flat.vector.detach().cpu().clone(), "buffers": self.flat.int_buffers(),
+                "optimizer": self.opt.state_dict(), "generator": self.gen.get_state(),
+                "perm": self.perm.cpu().clone(), "pos": self.pos, "epochs_started": self.epochs_started}
 
     def load_state(self, state: dict) -> None:
         self.flat.assign(state["theta"])
+        self.flat.load_int_buffers(state["buffers"])
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
         self.perm = state["perm"].to(self.x.device)
         self.pos = int(state["pos"])
         self.epochs_started = int(state["epochs_started"])
 
-    def train(self, steps: int) -> float:
-        """Run `steps` SGD steps; returns the mean training loss over them."""
+    def train(self, steps: int, hook: GradientHook | None = None) -> float:
+        """Run `steps` SGD steps; returns the mean training loss over them.
+
+        `hook(theta, grad)`, when given, runs after each backward pass on the
+        whole parameter and gradient vectors (num_params,) and may change grad
+        in place: an algorithm's term in the local objective."""
         self.model.train()
         loss_sum = torch.zeros((), device=self.x.device)
         for _ in range(steps):
             idx = self._next_batch()
             logits = self.model(self.x.index_select(0, idx))
             loss = F.cross_entropy(logits, self.y.index_select(0, idx))
-            self.opt.zero_grad(set_to_none=True)
+            self.grad.zero_()
             loss.backward()
+            if hook is not None:
+                hook(self.flat.vector, self.grad)
             self.opt.step()
             loss_sum += loss.detach()  # stays on the device: no per-step host sync
         return float(loss_sum) / max(steps, 1)
@@ -118,19 +136,21 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, probe_siz
 
 
 class ClientGroup:
-    """One worker's simulated clients (one by default): train the sampled ones, pre-aggregate them.
+    """One worker's simulated clients (one by default): train the sampled ones, add up what they send.
 
-    Each client keeps its own model, optimizer state and batch order across
-    rounds. Before training, a sampled client starts from the latest average
-    (`sync.redistribute: true`) or from its own model. The worker's
-    contribution is the sum of its sampled clients' `[w_c * theta_c, w_c]`, so
-    one Allreduce per round serves any number of clients. Its "local model"
-    is the pre-aggregated average of the clients it trained this round (the
-    client itself when there is one).
+    Each client keeps its own model, optimizer state, batch order and
+    algorithm state across rounds. Before training, a sampled client starts
+    from the global model (`sync.redistribute: true`) or from its own model.
+    The worker's payload at the sync point is the sum of its sampled clients'
+    contributions, so one Allreduce per round serves any number of clients.
+    Its "local model" is the model that partial sum stands for (the client
+    itself when there is one). Every rank holds the same `server` state: the
+    algorithm computes it from the same sum everywhere.
     """
 
-    def __init__(self, cfg, dataset, worker_data, x: torch.Tensor, y: torch.Tensor, device):
+    def __init__(self, cfg, dataset, worker_data, x: torch.Tensor, y: torch.Tensor, device, num_clients: int):
         self.redistribute = cfg.sync.redistribute
+        self.lr = cfg.train.lr
         self.ids = worker_data.client_ids
         self.clients = [LocalTrainer(cfg, new_model(cfg, dataset.input_shape, dataset.num_classes, device),
                                      x[sl], y[sl], cid)
@@ -139,27 +159,33 @@ class ClientGroup:
         self.evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, device)
         self.eval_flat = FlatParams(self.evaluator)
         self.size = self.eval_flat.size
-        self.global_theta: torch.Tensor | None = None  # the latest average, (N,) float32 CPU
-        self.local_theta: torch.Tensor | None = None  # this round's pre-aggregated local model
-        self._part = np.empty(self.size + 1, dtype=np.float32)
+        self.algorithm = algorithm = new_algorithm(cfg, self.evaluator, self.eval_flat, num_clients)
+        self.client_states: list[State] = [algorithm.client_init() for _ in self.clients]
+        # Every client starts from the same initial model, which is also the first global one.
+        self.server: State = algorithm.server_init(self.eval_flat.vector.detach().cpu().numpy())
+        self.local_theta: torch.Tensor | None = None  # this round's local model, (num_params,) float32 CPU
+        self._part = np.empty(algorithm.contribution_size, dtype=np.float32)
 
     def train_round(self, sampled, steps: int, out: np.ndarray, where: str) -> float:
-        """Train this worker's sampled clients; write the summed contributions into out (N + 1,).
+        """Train this worker's sampled clients; write the sum of their contributions into out.
 
         Returns their mean training loss (NaN when none of them was sampled)."""
         out[:] = 0
         losses, thetas = [], []
-        for cid, client, w in zip(self.ids, self.clients, self.weights):
+        for j, (cid, client, w) in enumerate(zip(self.ids, self.clients, self.weights)):
             if cid not in sampled:
                 continue
-            if self.redistribute and self.global_theta is not None:
-                client.flat.assign(self.global_theta)
-            loss = client.train(steps)
+            if self.redistribute:
+                client.flat.assign(torch.from_numpy(self.server["theta"]))
+            start = client.flat.vector.detach().cpu().numpy().copy()
+            loss = client.train(steps, self.algorithm.gradient_hook(self.client_states[j], self.server))
             theta = client.flat.vector.detach().cpu().numpy()
             if not (np.isfinite(loss) and np.isfinite(theta).all()):
                 raise NonFiniteError(f"{where}, client {cid}: loss or parameters are not finite; "
                                      "lower train.lr or check the data")
-            out += pack_contribution(theta, w, self._part)
+            work = LocalWork(start, theta, w, steps, self.lr)
+            self.client_states[j] = self.algorithm.contribute(work, self.client_states[j], self.server, self._part)
+            out += self._part
             losses.append(loss)
             thetas.append(theta)
         if not thetas:
@@ -167,30 +193,42 @@ class ClientGroup:
         elif len(thetas) == 1:  # exact, not (w * theta) / w
             self.local_theta = torch.from_numpy(thetas[0].copy())
         else:
-            self.local_theta = torch.from_numpy(average_from_sum(out))
+            self.local_theta = torch.from_numpy(self.algorithm.local_model(out))
         return float(np.mean(losses)) if losses else float("nan")
 
-    def set_global(self, averaged: np.ndarray) -> None:
-        self.global_theta = torch.from_numpy(np.array(averaged, copy=True))
+    def aggregate(self, summed: np.ndarray) -> None:
+        """The server state after a sync point, from the sum of every contribution."""
+        self.server = self.algorithm.aggregate(self.server, summed)
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, probe_size: int) -> tuple[Evaluation, Evaluation]:
-        """The local model (NaN when no client trained) and the average, on (x, y)."""
+        """The local model (NaN when no client trained) and the global one, on (x, y)."""
         if self.local_theta is None:
             z = torch.full((probe_size, self.evaluator.representation_dim), float("nan")) if probe_size else None
             local = Evaluation(float("nan"), float("nan"), z)
         else:
             self.eval_flat.assign(self.local_theta)
             local = evaluate(self.evaluator, x, y, probe_size)
-        self.eval_flat.assign(self.global_theta)
+        self.eval_flat.assign(torch.from_numpy(self.server["theta"]))
         return local, evaluate(self.evaluator, x, y, probe_size)
 
     def state(self) -> dict:
-        return {"clients": [c.state() for c in self.clients], "global": self.global_theta}
+        return {"clients": [c.state() for c in self.clients],
+                "algorithm": [tensors(s) for s in self.client_states], "server": tensors(self.server)}
 
     def load_state(self, state: dict) -> None:
         for client, s in zip(self.clients, state["clients"]):
             client.load_state(s)
-        self.global_theta = state["global"]
+        self.client_states = [arrays(s) for s in state["algorithm"]]
+        self.server = arrays(state["server"])
+
+
+def tensors(state: State) -> dict[str, torch.Tensor]:
+    """An algorithm state as CPU tensors, which checkpoints load without unpickling code."""
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
+
+
+def arrays(state: dict[str, torch.Tensor]) -> State:
+    return {k: v.numpy().copy() for k, v in state.items()}
 
 
 class NonFiniteError(RuntimeError):

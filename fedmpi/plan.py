@@ -2,8 +2,8 @@
 
 Nothing is negotiated at run time: the coordinator, each worker and the
 single-process reference compute the same `Plan`, so they agree on the number
-of sync points, which of them are logged, and which examples form each
-worker's shard, evaluation subset and probe.
+of rounds, which of them are logged, which clients train in each, and which
+examples form each worker's shard, evaluation subset and probe.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from fedmpi.seeding import CLIENTS, SUBSETS, TEST, rng_for
 
 @dataclass(frozen=True)
 class Schedule:
-    """Sync points of a run. Sync point i ends after `step(i)` local batches."""
+    """The rounds of a run. Round i ends with its sync point after `step(i)` local steps."""
 
-    total_steps: int  # local batches per worker over the whole run
+    total_steps: int  # local steps (batches) per client over the whole run
     sync_every: int
     trace_every: int
     mi_every: int
@@ -30,32 +30,32 @@ class Schedule:
     mi_on: bool = False  # any MI estimator configured
 
     @property
-    def num_syncs(self) -> int:
+    def num_rounds(self) -> int:
         return math.ceil(self.total_steps / self.sync_every)
 
     def step(self, i: int) -> int:
         return min((i + 1) * self.sync_every, self.total_steps)
 
     def steps_before(self, i: int) -> int:
-        """Local batches between sync points i - 1 and i (the last interval may be shorter)."""
+        """Local steps of round i: between sync points i - 1 and i (the last round may be shorter)."""
         return self.step(i) - (self.step(i - 1) if i > 0 else 0)
 
     def logged(self, i: int) -> bool:
-        """Sync points recorded in the trace: every trace_every-th, and always the last."""
-        return (i + 1) % self.trace_every == 0 or i == self.num_syncs - 1
+        """Rounds recorded in the trace (its rows): every trace_every-th, and always the last."""
+        return (i + 1) % self.trace_every == 0 or i == self.num_rounds - 1
 
-    def logged_syncs(self) -> list[int]:
-        return [i for i in range(self.num_syncs) if self.logged(i)]
+    def logged_rounds(self) -> list[int]:
+        return [i for i in range(self.num_rounds) if self.logged(i)]
 
     def mi_due(self, i: int) -> bool:
-        """MI is estimated at every mi_every-th logged sync point (the first included) and the last."""
+        """MI is estimated at every mi_every-th logged round (the first included) and the last."""
         if not self.logged(i):
             return False
-        row = self.logged_syncs().index(i)
-        return row % self.mi_every == 0 or i == self.num_syncs - 1
+        row = self.logged_rounds().index(i)
+        return row % self.mi_every == 0 or i == self.num_rounds - 1
 
     def wants_z(self, i: int) -> bool:
-        """Whether workers send Z at sync point i: to log it, or to estimate MI from it."""
+        """Whether workers send Z in round i: to log it, or to estimate MI from it."""
         return self.logged(i) and (self.activations or (self.mi_on and self.mi_due(i)))
 
 
@@ -90,7 +90,7 @@ class Plan:
         return tuple(len(w.shard) for w in self.workers)
 
     def sampled(self, i: int) -> np.ndarray:
-        """Sorted ids of the clients that train before sync point i (all of them by default).
+        """Sorted ids of the clients that train in round i (all of them by default).
 
         A function of (seed, i) alone, so every rank draws the same clients."""
         if self.clients_per_round == self.num_clients:

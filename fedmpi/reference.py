@@ -1,11 +1,11 @@
 """The same algorithm in one process, without MPI: the reference for the MPI run.
 
-It builds the same plan and the same `ClientGroup` per worker, and sums the
-workers' contributions in rank order as the collective does, running the
-workers one after another. An
-MPI run of a job and `run_reference` of the same job (CPU, same seed, same
-number of workers) must agree to float32 rounding; tests hold them to it.
-It is slow by design (no parallelism) and meant for small jobs.
+It builds the same plan and the same `ClientGroup` per worker, runs the
+workers one after another, sums their payloads in rank order as the
+collective does and hands the sum to the same algorithm. An MPI run of a job
+and `run_reference` of the same job (CPU, same seed, same number of workers)
+must agree to float32 rounding; tests hold them to it, for every registered
+algorithm. It is slow by design (no parallelism) and meant for small jobs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from fedmpi import data
-from fedmpi.averaging import average_from_sum
 from fedmpi.flat import FlatParams
 from fedmpi.local import ClientGroup, evaluate, new_model, worker_tensors
 from fedmpi.plan import make_plan
@@ -25,40 +24,42 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
 
     Keys: step [R], test_acc [R], test_loss [R], local_acc, local_loss, averaged_acc,
     averaged_loss, train_loss [R, W], sampled [R, S], z_local, z_averaged [R, W, P, D]
-    (when the run logs activations) and final_averaged [N].
+    (when the run logs activations) and final_averaged [num_params].
     """
     torch.set_num_threads(cfg.train.threads)
     dataset = data.load(cfg.data, cfg.clients.total or num_workers, cfg.seed)
     plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), num_workers)
     schedule = plan.schedule
     tensors = [worker_tensors(dataset, w, "cpu") for w in plan.workers]
-    groups = [ClientGroup(cfg, dataset, w, x, y, "cpu") for w, (x, y, _, _) in zip(plan.workers, tensors)]
+    groups = [ClientGroup(cfg, dataset, w, x, y, "cpu", plan.num_clients)
+              for w, (x, y, _, _) in zip(plan.workers, tensors)]
     evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")
     evaluator_flat = FlatParams(evaluator)
     test_x = dataset.to_tensor(dataset.test_x[plan.test_indices])
     test_y = torch.from_numpy(dataset.test_y[plan.test_indices])
-    bufs = np.empty((num_workers, groups[0].size + 1), dtype=np.float32)  # each worker's contribution
+    algorithm = groups[0].algorithm
+    payloads = np.empty((num_workers, algorithm.contribution_size), dtype=np.float32)  # each worker's
+    server = algorithm.server_init(evaluator_flat.vector.numpy())
 
     out: dict[str, list] = {key: [] for key in (
         "step", "test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
         "train_loss", "sampled", "z_local", "z_averaged")}
-    averaged = None
-    for i in range(schedule.num_syncs):
+    for i in range(schedule.num_rounds):
         sampled = set(plan.sampled(i))
-        losses = [g.train_round(sampled, schedule.steps_before(i), bufs[k], f"worker {k + 1}")
+        losses = [g.train_round(sampled, schedule.steps_before(i), payloads[k], f"worker {k + 1}")
                   for k, g in enumerate(groups)]
         # Summed in rank order, the coordinator's zeros first, as the collective does.
-        summed = np.zeros(bufs.shape[1], dtype=np.float32)
-        for buf in bufs:
-            summed += buf
-        averaged = average_from_sum(summed)
+        summed = np.zeros(payloads.shape[1], dtype=np.float32)
+        for payload in payloads:
+            summed += payload
+        server = algorithm.aggregate(server, summed)
         for g in groups:
-            g.set_global(averaged)
+            g.aggregate(summed)
         if not schedule.logged(i):
             continue
         probe = plan.probe_size if schedule.wants_z(i) else 0
         pairs = [g.evaluate(ex, ey, probe) for g, (_, _, ex, ey) in zip(groups, tensors)]
-        evaluator_flat.assign(torch.from_numpy(averaged))
+        evaluator_flat.assign(torch.from_numpy(server["theta"]))
         test = evaluate(evaluator, test_x, test_y)
         out["step"].append(schedule.step(i))
         out["test_acc"].append(test.accuracy)
@@ -73,5 +74,5 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
             out["z_local"].append(np.stack([lo.z_probe.numpy() for lo, _ in pairs]))
             out["z_averaged"].append(np.stack([av.z_probe.numpy() for _, av in pairs]))
     result = {key: np.asarray(values) for key, values in out.items() if len(values)}
-    result["final_averaged"] = averaged.copy()
+    result["final_averaged"] = server["theta"].copy()
     return result

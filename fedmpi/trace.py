@@ -1,34 +1,98 @@
-"""The HDF5 trace, written by the coordinator only (schema: docs/trace-format.md).
+"""The HDF5 trace: its schema, its one writer and its readers (schema: docs/trace-format.md).
 
-Every dataset that grows per logged sync point has the round as its first
-axis, is chunked one round per chunk, and is created before the file switches
-to SWMR mode, so a reader can open the trace while the run writes it
-(`h5py.File(path, "r", swmr=True)`). Each round is flushed when written, and
-`/rounds/*` is extended last, so `len(/rounds/step)` always counts complete
-rounds, also in a trace cut off by a crash. New analyses add groups; they
-never change the meaning of an existing dataset.
+Only the coordinator writes a trace (`TraceWriter`); `fedmpi analyze` and
+users read it (`open_trace`, `load_trace`, `opened`). Every dataset that
+grows per logged round has the row as its first axis, is chunked one row per
+chunk, and is created before the file switches to SWMR mode, so a reader can
+open the trace while the run writes it. Each row is flushed when written,
+and `/rounds/*` is extended last, so `len(/rounds/step)` always counts
+complete rows, also in a trace cut off by a crash. New analyses add groups
+(`/analysis/...`, written through `write_analysis`); they never change the
+meaning of an existing dataset. This module imports neither torch nor MPI.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
 import os
-from typing import Mapping
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
 
 import fedmpi
+from fedmpi.errors import UsageError
+from fedmpi.protocol import METRICS
 
 SCHEMA_VERSION = 1
+MODELS = ("local", "averaged")  # the two models a trace follows per worker: its own, and the global one
 MI_KEYS = ("xz_local", "zy_local", "xz_averaged", "zy_averaged")
+ANALYSIS_GROUP = "analysis/mi"  # re-estimates written by `analyze --write` live here, never under /mi
+# Per-row metrics in the order readers list them; names this version does not know follow, by name.
+METRIC_ORDER = ("test_acc", "test_loss") + METRICS + ("coordinator_cpu_seconds",)
 _GZIP = 4  # compression level: activations of ReLU layers compress well at low cost
+# Every numeric dataset carries a Fletcher-32 checksum per chunk, so a damaged copy fails when
+# read instead of giving wrong numbers (HDF5 checksums its own metadata already).
+_CHECKED = {"fletcher32": True}
 _ROUNDS = (("index", np.int64), ("step", np.int64), ("epoch", np.float64), ("time", np.float64))
+# A reader of a trace that a writer holds (or held, and crashed) retries metadata whose checksum
+# fails, since the writer may be changing it. HDF5's default is 100 attempts with growing sleeps:
+# minutes on a damaged copy. 20 still rides out a live writer and fails a damaged file in ms.
+_SWMR_READ_ATTEMPTS = 20
 
 
 def open_trace(path: str) -> h5py.File:
-    """Open a trace for reading, also while it is written or after its writer crashed."""
-    return h5py.File(path, "r", swmr=True, libver="latest")
+    """Open a trace for reading, also while it is written or after its writer crashed.
+
+    A file no writer holds opens plainly, so a damaged one fails at once. One
+    flagged as open for writing (a run going, or one that crashed) is opened
+    in SWMR mode with bounded metadata read attempts.
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        if "already open for write" not in str(exc):
+            raise
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    _bound_read_attempts(fapl)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+    return h5py.File(fid)
+
+
+def _bound_read_attempts(fapl) -> None:
+    """H5Pset_metadata_read_attempts on the HDF5 library h5py runs on (h5py does not wrap it).
+
+    Found through the process's own memory map, so it is the very library h5py
+    loaded; where it cannot be found (not Linux), HDF5's default stays."""
+    lib = _hdf5_library()
+    if lib is not None:
+        lib.H5Pset_metadata_read_attempts(fapl.id, _SWMR_READ_ATTEMPTS)
+
+
+_HDF5: list = []
+
+
+def _hdf5_library():
+    if not _HDF5:
+        lib = None
+        try:
+            with open("/proc/self/maps", encoding="utf-8") as fh:
+                paths = {line.split()[-1] for line in fh if re.search(r"/libhdf5[-.][^/]*$", line.strip())}
+            for path in sorted(paths):
+                candidate = ctypes.CDLL(path)
+                if hasattr(candidate, "H5Pset_metadata_read_attempts"):
+                    candidate.H5Pset_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.c_uint]
+                    lib = candidate
+                    break
+        except OSError:
+            pass
+        _HDF5.append(lib)
+    return _HDF5[0]
 
 
 class TraceWriter:
@@ -46,24 +110,24 @@ class TraceWriter:
         f.attrs.update(schema_version=SCHEMA_VERSION, fedmpi_version=fedmpi.__version__, config=config_yaml,
                        job=job, world_size=world_size, num_workers=num_workers, status="running",
                        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        f.create_dataset("workers/num_examples", data=np.asarray(num_examples, dtype=np.int64))
+        f.create_dataset("workers/num_examples", data=np.asarray(num_examples, dtype=np.int64), **_CHECKED)
         model = f.create_group("model")
         model.attrs.update(representation_dim=representation_dim, num_params=int(layout["sizes"].sum()))
         model.create_dataset("layout/names", data=layout["names"].astype(h5py.string_dtype()))
-        model.create_dataset("layout/offsets", data=layout["offsets"])
-        model.create_dataset("layout/sizes", data=layout["sizes"])
-        f.create_dataset("clients/owner", data=np.asarray(client_owner, dtype=np.int64))
-        f.create_dataset("probe/indices", data=probe_indices.astype(np.int64))
-        f.create_dataset("probe/labels", data=probe_labels.astype(np.int64))
+        model.create_dataset("layout/offsets", data=layout["offsets"], **_CHECKED)
+        model.create_dataset("layout/sizes", data=layout["sizes"], **_CHECKED)
+        f.create_dataset("clients/owner", data=np.asarray(client_owner, dtype=np.int64), **_CHECKED)
+        f.create_dataset("probe/indices", data=probe_indices.astype(np.int64), **_CHECKED)
+        f.create_dataset("probe/labels", data=probe_labels.astype(np.int64), **_CHECKED)
         if probe_inputs is not None:
-            f.create_dataset("probe/inputs", data=probe_inputs.astype(np.float32), compression="gzip",
+            f.create_dataset("probe/inputs", data=probe_inputs.astype(np.float32), compression="gzip", **_CHECKED,
                              compression_opts=_GZIP, shuffle=True,
                              chunks=(1,) + probe_inputs.shape[1:])
 
         W = num_workers
 
         def per_round(name: str, shape: tuple[int, ...], dtype, **kw) -> None:
-            f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
+            f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype, **_CHECKED,
                              chunks=(1,) + shape if shape else (256,), **kw)
 
         per_round("metrics/test_acc", (), np.float64)
@@ -82,7 +146,7 @@ class TraceWriter:
             group.attrs["units"] = "nats"
             for key in MI_KEYS:
                 per_round(f"mi/{est}/{key}", (W,), np.float64, fillvalue=np.nan)
-        # The round datasets come last: their length is the number of complete rounds.
+        # The /rounds datasets come last: their length is the number of complete rows.
         for name, dtype in _ROUNDS:
             per_round(f"rounds/{name}", (), dtype)
         self._attach(rows=0)
@@ -111,7 +175,7 @@ class TraceWriter:
         grow: list[h5py.Dataset] = []
         f.visititems(lambda name, obj: grow.append(obj) if isinstance(obj, h5py.Dataset)
                      and obj.maxshape and obj.maxshape[0] is None and not name.startswith("analysis/") else None)
-        # /rounds/* last: a round counts as complete once they are extended.
+        # /rounds/* last: a row counts as complete once they are extended.
         self._rounds = [f[f"rounds/{name}"] for name, _ in _ROUNDS]
         self._grow = [ds for ds in grow if ds.name.split("/")[1] != "rounds"]
         for ds in self._grow + self._rounds:
@@ -125,7 +189,8 @@ class TraceWriter:
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
                test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
                z: np.ndarray | None) -> int:
-        """Write one logged round; worker_metrics (W, M) in metric_names order, z (W, 2, P, D)."""
+        """Write one logged round as the next row; worker_metrics (W, len(metric_names)),
+        z (W, 2, probe_size, D) under the local and the global model."""
         f, r = self.f, self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
@@ -157,7 +222,7 @@ class TraceWriter:
             return
         # SWMR forbids new objects and attribute changes, so finish in a short normal session.
         with h5py.File(self.path, "r+", libver="latest") as f:
-            f.create_dataset("model/final_averaged", data=final_averaged.astype(np.float32))
+            f.create_dataset("model/final_averaged", data=final_averaged.astype(np.float32), **_CHECKED)
             f.attrs["status"] = "complete"
             f.attrs["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -177,7 +242,6 @@ def _group(metric: str) -> str:
 
 def check_writable(path: str, force: bool) -> None:
     """Refuse to clobber an existing trace and fail early on an unwritable folder."""
-    from fedmpi.errors import UsageError
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(path) and not force:
         raise UsageError(f"trace {path} already exists; pass --force to overwrite it or choose "
@@ -188,3 +252,212 @@ def check_writable(path: str, force: bool) -> None:
         raise UsageError(f"cannot create output folder {folder}: {exc.strerror}; choose another --out") from None
     if not os.access(folder, os.W_OK):
         raise UsageError(f"output folder {folder} is not writable; choose another --out")
+
+
+# ---------------------------------------------------------------- reading
+
+@dataclass(frozen=True)
+class Trace:
+    """The per-row contents of one trace, cut to its R complete rows (logged rounds)."""
+
+    path: str
+    attrs: dict  # root attributes (job, status, created, ...)
+    config: dict | None  # the resolved config as stored (see `setting`), None when it does not parse
+    num_examples: Any  # (W,) int64 training examples per worker
+    index: Any  # (R,) int64 0-based round index of each row
+    step: Any  # (R,) int64 local batches per worker
+    epoch: Any  # (R,) float64
+    time: Any  # (R,) float64 wall seconds
+    metrics: dict  # name -> (R,) or (R, W) float64, from /metrics and /timing
+    mi: dict  # estimator (or "<estimator>-<hash>" for /analysis/mi) -> MI key -> (R, W) nats
+    mi_params: dict  # same keys -> attributes of the MI group
+    analysis: frozenset  # the keys of mi that come from /analysis/mi
+    has_activations: bool
+
+    @property
+    def rounds(self) -> int:
+        return len(self.step)
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.num_examples)
+
+    @property
+    def job(self) -> str:
+        return str(self.attrs.get("job", os.path.splitext(os.path.basename(self.path))[0]))
+
+    @property
+    def status(self) -> str:
+        """`complete`, or `running or interrupted` (a crashed trace looks like a running one)."""
+        return "complete" if self.attrs.get("status") == "complete" else "running or interrupted"
+
+
+def load_trace(path: str) -> Trace:
+    """Everything per row of one trace, cut to its complete rows (UsageError for bad files)."""
+    with opened(path) as f, h5_errors(path):
+        return _read(f, path)
+
+
+@contextlib.contextmanager
+def opened(path: str, write: bool = False) -> Iterator[h5py.File]:
+    """Open a trace (to read, or 'r+' to add analyses) after checking it is a readable fedmpi
+    trace; bad files raise UsageError with one line saying what is wrong."""
+    if not os.path.exists(path):
+        raise UsageError(f"trace {path} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a folder; give a trace file (.h5)")
+    if not h5py.is_hdf5(path):
+        raise UsageError(f"{path} is not an HDF5 file, so not a fedmpi trace")
+    # A plain open checks the stored end of file, so a truncated copy fails here; a
+    # trace being written (or left by a crashed writer) opens in SWMR mode instead
+    # (open_trace), and is checked as it is read.
+    try:
+        f = h5py.File(path, "r+", libver="latest") if write else open_trace(path)
+    except OSError as exc:
+        if write and "already open for write" in str(exc):
+            raise UsageError(f"cannot write to {path}: it is open for writing, by a run still going or by "
+                             "one that crashed (then `h5clear -s FILE` clears the flag); wait for the run "
+                             "to finish") from None
+        raise UsageError(f"cannot open trace {path}{' for writing' if write else ''}: {_why(exc)}") from None
+    try:
+        with h5_errors(path):
+            version = f.attrs.get("schema_version")
+        if version is None:
+            raise UsageError(f"{path} is an HDF5 file but not a fedmpi trace (no schema_version attribute)")
+        if int(version) > SCHEMA_VERSION:
+            raise UsageError(f"{path} has trace schema version {int(version)}, newer than this fedmpi "
+                             f"reads ({SCHEMA_VERSION}); analyse it with a newer fedmpi")
+        yield f
+    finally:
+        f.close()
+
+
+@contextlib.contextmanager
+def h5_errors(path: str) -> Iterator[None]:
+    """Turn HDF5 read failures (truncated or corrupt files) into one-line UsageErrors.
+
+    h5py reports damaged metadata as OSError, RuntimeError or, when an object
+    listed in its group cannot be opened, KeyError."""
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise UsageError(f"cannot read trace {path}: it is truncated or corrupt ({_why(exc)})") from None
+
+
+def _why(exc: BaseException) -> str:
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
+    # h5py wraps HDF5's reason in "Unable to ... (reason)"; the reason is the useful part.
+    if text.endswith(")") and "(" in text:
+        text = text[text.index("(") + 1:-1]
+    if "unable to lock file" in text:
+        return "the file is locked by another process (a run closing it?); try again in a moment"
+    truncated = re.match(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        text = (f"the file is truncated, {truncated[1]} of {truncated[2]} bytes (an incomplete copy or "
+                "download?)")
+    return text
+
+
+def dataset(f, name: str, path: str):
+    if name not in f:
+        raise UsageError(f"{path} is not a complete fedmpi trace: it has no /{name}")
+    return f[name]
+
+
+def _rows(ds, R: int):
+    """The first R rows of a per-row dataset as float64/int64; NaN rows pad a shorter one."""
+    data = ds[:R]
+    if len(data) < R:  # only an analysis group written before more rounds came could be shorter
+        pad = np.full((R - len(data),) + data.shape[1:], np.nan)
+        data = np.concatenate([data.astype(np.float64), pad])
+    return data
+
+
+def _read(f, path: str) -> Trace:
+    R = len(dataset(f, "rounds/step", path))
+    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    found = {}
+    for group in ("metrics", "timing"):
+        if group in f:
+            for name, ds in f[group].items():
+                found[name] = _rows(ds, R).astype(np.float64)
+    order = {name: i for i, name in enumerate(METRIC_ORDER)}
+    metrics = {name: found[name] for name in sorted(found, key=lambda n: (order.get(n, len(order)), n))}
+    for name in ("test_acc", "local_acc", "averaged_acc"):
+        if name not in metrics:
+            raise UsageError(f"{path} is not a complete fedmpi trace: it has no /metrics/{name}")
+    mi, mi_params, analysis = {}, {}, set()
+    for group_name, prefix in (("mi", ""), (ANALYSIS_GROUP, "analysis")):
+        if group_name not in f:
+            continue
+        for est, group in f[group_name].items():
+            if not all(key in group for key in MI_KEYS):
+                continue
+            mi[est] = {key: _rows(group[key], R).astype(np.float64) for key in MI_KEYS}
+            mi_params[est] = {k: (v.item() if hasattr(v, "item") else v) for k, v in group.attrs.items()}
+            if prefix:
+                analysis.add(est)
+    return Trace(
+        path=path, attrs=attrs, config=_parse_config(attrs.get("config")),
+        num_examples=dataset(f, "workers/num_examples", path)[:],
+        index=_rows(dataset(f, "rounds/index", path), R), step=_rows(f["rounds/step"], R),
+        epoch=_rows(dataset(f, "rounds/epoch", path), R), time=_rows(dataset(f, "rounds/time", path), R),
+        metrics=metrics, mi=mi, mi_params=mi_params, analysis=frozenset(analysis),
+        has_activations=all(n in f for n in ("activations/local", "activations/averaged", "probe/inputs",
+                                             "probe/labels")))
+
+
+def _parse_config(text) -> dict | None:
+    """The trace's resolved config as a mapping (every key is there: the run stored it resolved);
+    None if it does not parse. Read as YAML, not validated: a trace outlives the config code."""
+    import yaml
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def setting(t: "Trace", key: str, missing: Any = None) -> Any:
+    """One value of a trace's config by dotted key (`setting(t, "sync.every")`), or `missing`."""
+    node: Any = t.config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
+def read_probe(f, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The logged probe: inputs (W, probe_size, C, H, W) float32 and labels (W, probe_size) int64."""
+    needed = ("activations/local", "activations/averaged", "probe/inputs", "probe/labels")
+    if not all(n in f for n in needed):
+        raise UsageError(f"{path} has no logged activations (the run had trace.activations: false), so MI "
+                         "cannot be re-estimated from it; re-run with --set trace.activations=true")
+    with h5_errors(path):
+        return f["probe/inputs"][:], f["probe/labels"][:]
+
+
+def read_activations(f, path: str, row: int) -> dict[str, np.ndarray]:
+    """Z of every worker's probe at one row: model -> (W, probe_size, D) float32."""
+    with h5_errors(path):
+        return {model: f[f"activations/{model}"][row] for model in MODELS}
+
+
+def write_analysis(f, group_name: str, attrs: Mapping[str, Any], datasets: Mapping[str, np.ndarray]) -> None:
+    """Store an analysis result as a new group of a trace opened with `opened(path, write=True)`;
+    an existing group of that name is replaced. Nothing outside /analysis is touched."""
+    if not group_name.startswith("analysis/"):
+        raise ValueError(f"analysis results go under /analysis, not {group_name}")
+    with h5_errors(f.filename):
+        if group_name in f:
+            del f[group_name]
+        group = f.create_group(group_name)
+        group.attrs.update(dict(attrs))
+        group.attrs.update(fedmpi_version=fedmpi.__version__,
+                           created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        for key, data in datasets.items():
+            group.create_dataset(key, data=data)

@@ -22,17 +22,13 @@ import pytest
 from fedmpi.cli import main as cli_main
 from fedmpi.trace import MI_KEYS
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, run_ok, smoke_args
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _run_job(out: Path, name: str, *overrides: str) -> Path:
-    cmd = ["mpirun", "-n", "3", sys.executable, "-m", "fedmpi", "-c", "jobs/smoke.yaml", "-o", str(out),
-           "--set", f"trace.path={name}"]
-    for assignment in overrides:
-        cmd += ["--set", assignment]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_ok(3, smoke_args(out, name.removesuffix(".h5"), *overrides), timeout=180)
     return out / name
 
 
@@ -95,7 +91,7 @@ def test_summary_matches_trace(traces, capsys):
     test_acc, local_acc = t["metrics/test_acc"], t["metrics/local_acc"]
     for text in ("smoke", "synthetic, iid partition, 2 workers", "every 8 local batches, with redistribution",
                  "complete", f"{t['R']} logged",
-                 f"final {test_acc[-1]:.4f}  best {test_acc.max():.4f} (aggregation {test_acc.argmax() + 1})",
+                 f"final {test_acc[-1]:.4f}  best {test_acc.max():.4f} (sync point {test_acc.argmax() + 1})",
                  f"final {local_acc[-1, 0]:.4f} {local_acc[-1, 1]:.4f}",
                  f"{t['mi/edge/zy_local'][-1, 0]:.4f}", f"{t['mi/binning/xz_averaged'][-1, 1]:.4f}"):
         assert text in out, text
@@ -342,7 +338,7 @@ def test_command_line(traces, tmp_path):
 
 
 def test_import_is_cheap():
-    code = ("import sys, fedmpi.analyze; "
+    code = ("import sys, fedmpi.analysis.cli; "
             "print(' '.join(m for m in ('torch', 'matplotlib', 'mpi4py', 'h5py') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr

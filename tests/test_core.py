@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedmpi.averaging import average_from_sum, pack_contribution
+from fedmpi.algorithms.fedavg import average_from_sum, pack_contribution
 from fedmpi.device import pick_device
 from fedmpi.errors import UsageError
 from fedmpi.flat import FlatParams, layout_arrays
@@ -146,10 +146,10 @@ def test_more_workers_than_examples_is_a_usage_error():
 
 def test_schedule_counts_sync_points_and_the_short_last_interval():
     s = Schedule(total_steps=250, sync_every=100, trace_every=2, mi_every=1)
-    assert s.num_syncs == 3
+    assert s.num_rounds == 3
     assert [s.step(i) for i in range(3)] == [100, 200, 250]
     assert [s.steps_before(i) for i in range(3)] == [100, 100, 50]
-    assert s.logged_syncs() == [1, 2]  # every 2nd, and always the last
+    assert s.logged_rounds() == [1, 2]  # every 2nd, and always the last
 
 
 def test_mi_every_counts_logged_rounds_and_keeps_the_last():

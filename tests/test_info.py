@@ -16,7 +16,7 @@ import pytest
 from scipy.special import logsumexp
 
 from fedmpi import info
-from fedmpi.info import ESTIMATORS, PARAMS, estimate, prepare
+from fedmpi.info import ESTIMATORS, estimate, prepare
 
 
 def gaussian_pair(n, d, rho, seed):
@@ -274,7 +274,7 @@ def test_bad_params_name_the_field(name, field, bad):
     with pytest.raises(ValueError, match=rf"{name}\.{field}"):
         estimate(name, x, x, **{field: bad})
     with pytest.raises(ValueError, match=rf"{name}\.{field}"):
-        dataclasses.replace(PARAMS[name](), **{field: bad}).validate()
+        dataclasses.replace(ESTIMATORS[name].params(), **{field: bad}).check()
 
 
 def test_unknown_override_and_wrong_params_type():
@@ -282,14 +282,14 @@ def test_unknown_override_and_wrong_params_type():
     with pytest.raises(ValueError, match="nope"):
         estimate("ksg", x, x, nope=1)
     with pytest.raises(ValueError, match="KsgParams"):
-        estimate("ksg", x, x, params=PARAMS["edge"]())
+        estimate("ksg", x, x, params=ESTIMATORS["edge"].params())
 
 
 def test_params_defaults_are_trace_friendly_and_frozen():
-    assert set(PARAMS) == set(ESTIMATORS)
-    for cls in PARAMS.values():
+    for name in ESTIMATORS:
+        cls = ESTIMATORS[name].params
         p = cls()
-        p.validate()
+        p.check()
         for value in dataclasses.asdict(p).values():
             assert isinstance(value, (int, float, str, bool, tuple))
         with pytest.raises(dataclasses.FrozenInstanceError):

@@ -16,7 +16,7 @@ def test_falling_behind_waits_says_so_and_loses_no_round():
     probe_y = rng.integers(0, 10, size=(W, P))
     model = build_model("lenet", (3, 32, 32), 10, seed=0)
     test_x, test_y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    params = {"ksg": info.PARAMS["ksg"]()}  # slow on purpose: falls behind a fast submitter
+    params = {"ksg": info.ESTIMATORS["ksg"].params()}  # slow on purpose: falls behind a fast submitter
     m = Measurements(model, test_x, test_y, params, probe_x, probe_y, max_pending=1)
     theta = FlatParams(build_model("lenet", (3, 32, 32), 10, seed=1)).vector.numpy()
     waits = []

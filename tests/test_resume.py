@@ -1,5 +1,6 @@
 """Checkpoint and resume: a stopped or killed run continues to exactly the same result."""
 
+import hashlib
 import os
 import pickle
 import signal
@@ -9,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from fedmpi import checkpoint
 from fedmpi.errors import UsageError
@@ -97,11 +99,24 @@ def test_killed_job_resumes_from_its_last_periodic_checkpoint(tmp_path, uninterr
     _assert_same(uninterrupted, tmp_path / "run.h5")
 
 
-def test_resume_refuses_a_changed_config_or_world_size(tmp_path):
+def test_resume_refuses_a_changed_config_world_size_or_damaged_checkpoint(tmp_path):
     proc = _start(tmp_path, "checkpoint.every=2")
     _wait_for_rounds(tmp_path / "run.h5", 3, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
+    ckpt = tmp_path / "run.ckpt"
+    intact = ckpt.read_bytes()
+    damaged = bytearray(intact)
+    for pos in (len(damaged) // 2, len(damaged) // 2 + 7, len(damaged) - 3):
+        damaged[pos] ^= 0xFF
+    ckpt.write_bytes(bytes(damaged))
+    trace_before = (tmp_path / "run.h5").read_bytes()
+    refused = launch(3, ["--resume", str(tmp_path / "run.h5")], timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.count("fedmpi: error: checkpoint") == 1 and "is damaged" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (tmp_path / "run.h5").read_bytes() == trace_before  # nothing appended, nothing rewritten
+    ckpt.write_bytes(intact)
     changed = launch(3, ["--resume", str(tmp_path / "run.h5"), "--set", "train.lr=0.5",
                          "--set", "sync.every=4"], timeout=120)
     assert changed.returncode == 2
@@ -122,10 +137,33 @@ class _Exploit:
 def test_checkpoint_file_cannot_execute_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.ckpt"
-    path.write_bytes(pickle.dumps({"format": 1, "x": _Exploit()}))
+    payload = pickle.dumps({"format": checkpoint.FORMAT, "x": _Exploit()})
+    # A valid envelope with a matching digest, so the payload reaches torch.load: the digest
+    # guards against damage, weights_only against code.
+    path.write_bytes(checkpoint.MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
     with pytest.raises(UsageError, match="cannot be read"):
         checkpoint.load(str(path))
     assert not (tmp_path / "exploited").exists()
+
+
+def test_damaged_or_old_checkpoint_is_refused_with_one_line(tmp_path):
+    path = tmp_path / "a.ckpt"
+    checkpoint.save(str(path), {"sync_index": 3, "theta": torch.arange(1000, dtype=torch.float32)})
+    assert checkpoint.load(str(path))["sync_index"] == 3
+    data = bytearray(path.read_bytes())
+    for pos in (len(data) // 3, len(data) // 2, len(data) - 10):  # a few flipped bytes in the payload
+        data[pos] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match="is damaged") as err:
+        checkpoint.load(str(path))
+    assert "\n" not in str(err.value)
+    path.write_bytes(path.read_bytes()[:len(data) // 2])  # a partial copy
+    with pytest.raises(UsageError, match="is damaged"):
+        checkpoint.load(str(path))
+    legacy = tmp_path / "old.ckpt"
+    torch.save({"format": 1, "sync_index": 3}, str(legacy))  # written before digests
+    with pytest.raises(UsageError, match="not a fedmpi checkpoint of format 2"):
+        checkpoint.load(str(legacy))
 
 
 def test_checkpoint_is_replaced_atomically(tmp_path):

@@ -3,7 +3,10 @@
 Adilova, Rosenzweig, Kamp, "Information-theoretic perspective of federated
 learning" (2019) measure, at each aggregation, the MI between the inputs X and
 the last hidden representation Z, and between Z and the labels Y, with EDGE
-(Noshad et al., ICASSP 2019).  fedmpi offers four estimators, one module each:
+(Noshad et al., ICASSP 2019).  fedmpi offers these estimators, one module
+each, registered by name in
+``ESTIMATORS`` (a new estimator is one module that registers itself plus its
+import below):
 
 - ``edge``    -- :mod:`fedmpi.info.edge`, hashing/dependence-graph ensemble.
 - ``ksg``     -- :mod:`fedmpi.info.ksg`, Kraskov-Stoegbauer-Grassberger k-NN.
@@ -20,22 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from types import ModuleType
 
-from . import _common, binning, edge, kde, ksg
+from ._common import ESTIMATORS, as_side
+# Each module registers itself in ESTIMATORS; this order is the order users see.
+from . import edge, ksg, binning, kde  # noqa: F401,I001
 
-ESTIMATORS: tuple[str, ...] = ("edge", "ksg", "binning", "kde")
-
-_MODULES: dict[str, ModuleType] = {"edge": edge, "ksg": ksg, "binning": binning, "kde": kde}
-
-PARAMS: dict[str, type] = {
-    "edge": edge.EdgeParams,
-    "ksg": ksg.KsgParams,
-    "binning": binning.BinningParams,
-    "kde": kde.KdeParams,
-}
-
-__all__ = ["ESTIMATORS", "PARAMS", "Prepared", "estimate", "prepare", "resolve_params"]
+__all__ = ["ESTIMATORS", "Prepared", "estimate", "prepare", "resolve_params"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,21 +39,21 @@ class Prepared:
     """
 
     estimator: str
-    params: object  # the PARAMS[estimator] instance used
+    params: object  # the ESTIMATORS[estimator].params instance used
     n: int  # number of samples
     side: object  # estimator-specific precomputed data
 
 
-def _module(name: str) -> ModuleType:
-    if name not in _MODULES:
-        raise ValueError(f"unknown MI estimator {name!r}; choose one of {ESTIMATORS}")
-    return _MODULES[name]
+def _entry(name: str):
+    try:
+        return ESTIMATORS[name]
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
 
 
 def resolve_params(name: str, params=None, **overrides):
-    """Return validated parameters for ``name``: defaults or ``params``, then overrides."""
-    _module(name)
-    cls = PARAMS[name]
+    """Return checked parameters for ``name``: defaults or ``params``, then overrides."""
+    cls = _entry(name).params
     if params is None:
         params = cls()
     elif not isinstance(params, cls):
@@ -71,13 +64,13 @@ def resolve_params(name: str, params=None, **overrides):
         if unknown:
             raise ValueError(f"unknown {name} parameter(s) {unknown}; allowed: {sorted(fields)}")
         params = dataclasses.replace(params, **overrides)
-    params.validate()
+    params.check()
     return params
 
 
 def _prepare(name: str, x, params, position: int) -> Prepared:
-    side = _common.as_side(x)
-    return Prepared(name, params, side.n, _MODULES[name].prepare_side(side, params, position))
+    side = as_side(x)
+    return Prepared(name, params, side.n, _entry(name).impl.prepare_side(side, params, position))
 
 
 def prepare(name: str, a, params=None, **overrides) -> Prepared:
@@ -112,4 +105,4 @@ def estimate(name: str, a, b, params=None, **overrides) -> float:
     pb = _prepare(name, b, params, position=1)
     if pa.n != pb.n:
         raise ValueError(f"a and b must have the same number of samples, got {pa.n} and {pb.n}")
-    return float(_MODULES[name].mutual_information(pa.side, pb.side, params))
+    return float(_entry(name).impl.mutual_information(pa.side, pb.side, params))

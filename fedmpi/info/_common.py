@@ -11,11 +11,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
+from fedmpi.registry import Registry
+
 FLOAT = "float"
 LABELS = "labels"
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """What an estimator module registers: how it prepares one side, how it combines two.
+
+    `prepare_side(side, params, position) -> prepared` (position 0 for the
+    first argument of `estimate`, 1 for the second) and
+    `mutual_information(prepared_a, prepared_b, params) -> nats`.
+    """
+
+    prepare_side: Callable[[Any, Any, int], Any]
+    mutual_information: Callable[[Any, Any, Any], float]
+
+
+ESTIMATORS: Registry[Estimator] = Registry("MI estimator")
 
 
 @dataclass(frozen=True, eq=False)

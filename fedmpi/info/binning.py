@@ -46,7 +46,7 @@ class BinningParams:
     range_mode: str = "global"  # "global": one [min, max] per layer; "per_unit": per column
     a_distinct: bool = True  # float a: each row its own symbol, so I(X;Z) = H(binned Z)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         c.check_int(NAME, "bins", self.bins, 1)
         c.check_choice(NAME, "range_mode", self.range_mode, ("global", "per_unit"))
         c.check_bool(NAME, "a_distinct", self.a_distinct)
@@ -93,3 +93,6 @@ def mutual_information(a: BinnedSide, b: BinnedSide, params: BinningParams) -> f
     if params.a_distinct:
         return c.entropy_of_codes(b.codes)
     return c.plugin_mi(a.codes, b.codes)
+
+
+c.ESTIMATORS.register(NAME, BinningParams)(c.Estimator(prepare_side, mutual_information))

@@ -64,7 +64,7 @@ class EdgeParams:
     U: float = math.inf  # per-cell cap on log(N N_ij/(N_i M_j)); inf = no cap
     combine: str = "median"  # "median", "mean" or "weighted" (optimal weights)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         c.check_int(NAME, "seed", self.seed, 0)
         c.check_float(NAME, "gamma", self.gamma, 0.0)
         c.check_float(NAME, "cells_scale", self.cells_scale, 0.0)
@@ -189,3 +189,6 @@ def mutual_information(a: EdgeSide, b: EdgeSide, params: EdgeParams) -> float:
         return float(values.mean())
     w = optimal_weights(ensemble_factors(params), a.dim + b.dim)
     return float(w @ values)
+
+
+c.ESTIMATORS.register(NAME, EdgeParams)(c.Estimator(prepare_side, mutual_information))

@@ -49,7 +49,7 @@ class KdeParams:
 
     sigma2: float = 0.1  # variance of the added Gaussian noise (Saxe et al. 2018 use 0.1)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         c.check_float(NAME, "sigma2", self.sigma2, 0.0)
 
 
@@ -93,3 +93,6 @@ def mutual_information(a: KdeSide, b: KdeSide, params: KdeParams) -> float:
     if a.kind == c.LABELS:
         return _mixed(b.values, a, params.sigma2)
     return pairwise_bound(b.values, params.sigma2)
+
+
+c.ESTIMATORS.register(NAME, KdeParams)(c.Estimator(prepare_side, mutual_information))

@@ -54,7 +54,7 @@ class KsgParams:
     seed: int = 0  # seeds the jitter
     workers: int = -1  # cKDTree query threads (-1 = all cores); results do not depend on it
 
-    def validate(self) -> None:
+    def check(self) -> None:
         c.check_int(NAME, "k", self.k, 1)
         c.check_float(NAME, "jitter", self.jitter, 0.0, lo_open=False)
         c.check_int(NAME, "seed", self.seed, 0)
@@ -127,3 +127,6 @@ def mutual_information(a: KsgSide, b: KsgSide, params: KsgParams) -> float:
     n_a = _count_within(a.tree, a.values, eps, params.workers)  # includes self: n_x + 1
     n_b = _count_within(b.tree, b.values, eps, params.workers)
     return float(digamma(k) + digamma(n) - np.mean(digamma(n_a) + digamma(n_b)))
+
+
+c.ESTIMATORS.register(NAME, KsgParams)(c.Estimator(prepare_side, mutual_information))

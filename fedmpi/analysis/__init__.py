@@ -1,0 +1,1 @@
+"""`python -m fedmpi analyze`, split by job: cli, summary, tables (CSV), plots, reestimate."""

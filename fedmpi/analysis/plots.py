@@ -1,0 +1,174 @@
+"""Figures (`analyze --plots`): the paper's MI layout, accuracy and loss, the information plane.
+
+Adilova, Rosenzweig, Kamp, "Information-theoretic perspective of federated
+learning" (2019) show, for each local dataset, I(X;Z) (left) and I(Z;Y)
+(right) at every sync point, for the local models and the averaged model
+(their Figures 1-4). Figures are bare matplotlib Figures rendered with Agg,
+so pyplot's global state is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+from fedmpi.analysis.summary import est_label, job_fields, latest_mi
+from fedmpi.errors import UsageError
+from fedmpi.trace import MODELS, Trace
+
+_MODEL_STYLE = {"local": dict(marker="o", linestyle="-"), "averaged": dict(marker="s", linestyle="--")}
+_MODEL_COLOR = {"local": "tab:blue", "averaged": "tab:orange"}
+
+
+def _labels(traces: Sequence[Trace]) -> list[str]:
+    """File-name prefixes: the job name; where jobs repeat, the trace's file name (prefixed by the job)."""
+    jobs = [t.job for t in traces]
+    labels = []
+    for job, t in zip(jobs, traces):
+        stem = os.path.splitext(os.path.basename(t.path))[0]
+        labels.append(job if jobs.count(job) == 1 else stem if stem.startswith(job) else f"{job}-{stem}")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if labels.count(label) > 1:
+            seen[label] = seen.get(label, 0) + 1
+            labels[i] = f"{label}-{seen[label]}"
+    return labels
+
+
+def _title(t: Trace) -> str:
+    job = job_fields(t)
+    running = "" if t.status == "complete" else f", {t.status} after {t.rounds} rounds"
+    return (f"{t.job}: {job['dataset']} {job['partition']}, {t.num_workers} workers, sync every "
+            f"{job['sync every']}, {job['redistribution']}{running}")
+
+
+def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
+    """Write every figure of every trace into folder; returns the paths written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create plot folder {folder}: {exc.strerror}") from None
+    paths = []
+    for t, label in zip(traces, _labels(traces)):
+        if t.rounds == 0:
+            sys.stderr.write(f"fedmpi: {t.path} has no complete round yet; no figures for it\n")
+            continue
+        figures = [(f"{label}-accuracy.png", _accuracy_figure(t))]
+        for est in t.mi:
+            if latest_mi(t, est)[0] is None:
+                continue
+            figures.append((f"{label}-mi-{est}.png", _mi_figure(t, est)))
+            figures.append((f"{label}-infoplane-{est}.png", _infoplane_figure(t, est)))
+        for name, fig in figures:
+            path = os.path.join(folder, name)
+            try:
+                fig.savefig(path, dpi=110)
+            except OSError as exc:
+                raise UsageError(f"cannot write figure {path}: {exc.strerror}") from None
+            paths.append(path)
+    return paths
+
+
+def _figure(rows: int, cols: int, width: float, height: float):
+    # A bare Figure renders with Agg without touching pyplot's global state.
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def _mi_figure(t: Trace, est: str):
+    """The paper's Figures 1-4: per worker, I(X;Z) left and I(Z;Y) right at each sync point."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+    W = t.num_workers
+    fig, axes = _figure(W, 2, 11, 2.6 * W + 0.8)
+    sync_point = t.index + 1
+    values = t.mi[est]
+    for k in range(W):
+        for c, (side, what) in enumerate((("xz", "I(X;Z)"), ("zy", "I(Z;Y)"))):
+            ax = axes[k, c]
+            for model in MODELS:
+                y = values[f"{side}_{model}"][:, k]
+                ok = ~np.isnan(y)  # rounds skipped by mi.every or not estimated yet
+                ax.plot(sync_point[ok], y[ok], color=_MODEL_COLOR[model], label=f"{model} model",
+                        markersize=4, **_MODEL_STYLE[model])
+            ax.set_title(f"worker {k} (local dataset {k}): {what}")
+            ax.set_ylabel(f"{what} [nats]")
+            ax.set_xlabel("sync point")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize="small")
+    fig.suptitle(f"Mutual information ({est_label(t, est)}), X left, Y right\n{_title(t)}")
+    return fig
+
+
+def _accuracy_figure(t: Trace):
+    """Accuracy and loss vs local step: local models on own shard, averaged on each shard, test."""
+    import matplotlib
+    fig, axes = _figure(1, 2, 12, 4.6)
+    colors = matplotlib.colormaps["tab10"]
+    for c, (kind, ylabel) in enumerate((("acc", "accuracy"), ("loss", "cross-entropy loss [nats]"))):
+        ax = axes[0, c]
+        test = t.metrics.get(f"test_{kind}")
+        if test is not None:
+            ax.plot(t.step, test, color="black", linewidth=2.2, marker="D", markersize=4,
+                    label="averaged model, test set")
+        for k in range(t.num_workers):
+            color = colors(k % 10)
+            for model in MODELS:
+                values = t.metrics.get(f"{model}_{kind}")
+                if values is not None:
+                    ax.plot(t.step, values[:, k], color=color, markersize=3,
+                            label=f"{model} model, shard {k}", **_MODEL_STYLE[model])
+        ax.set_xlabel("local step (batches per worker)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel.split(" [")[0])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    fig.suptitle(f"Accuracy and loss (local: before averaging)\n{_title(t)}")
+    return fig
+
+
+def _infoplane_figure(t: Trace, est: str):
+    """Information plane: I(X;Z) vs I(Z;Y) per worker, coloured by sync point, marker = model."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+    W = t.num_workers
+    cols = min(W, 3)
+    rows = -(-W // cols)
+    fig, axes = _figure(rows, cols, 5.2 * cols + 1, 4.4 * rows + 0.8)
+    sync_point = t.index + 1
+    norm = matplotlib.colors.Normalize(vmin=1, vmax=max(int(sync_point[-1]), 2))
+    cmap = matplotlib.colormaps["viridis"]
+    values = t.mi[est]
+    for k in range(rows * cols):
+        ax = axes[k // cols, k % cols]
+        if k >= W:
+            ax.set_visible(False)
+            continue
+        for model in MODELS:
+            x, y = values[f"xz_{model}"][:, k], values[f"zy_{model}"][:, k]
+            ok = ~(np.isnan(x) | np.isnan(y))
+            ax.plot(x[ok], y[ok], color="grey", linewidth=0.7, alpha=0.5,
+                    linestyle=_MODEL_STYLE[model]["linestyle"])
+            ax.scatter(x[ok], y[ok], c=sync_point[ok], cmap=cmap, norm=norm, s=36,
+                       marker=_MODEL_STYLE[model]["marker"], edgecolors="black", linewidths=0.4)
+        ax.set_xlabel("I(X;Z) [nats]")
+        ax.set_ylabel("I(Z;Y) [nats]")
+        ax.set_title(f"worker {k} (local dataset {k})")
+        ax.grid(alpha=0.3)
+        ax.legend(handles=[Line2D([], [], color="grey", markerfacecolor="white", markeredgecolor="black",
+                                  label=f"{model} model", **_MODEL_STYLE[model]) for model in MODELS],
+                  loc="best", fontsize="small")
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes,
+                       label="sync point")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
+    fig.suptitle(f"Information plane ({est_label(t, est)})\n{_title(t)}")
+    return fig

@@ -1,0 +1,140 @@
+"""Summaries: one trace as a table, several traces as a comparison table (a row per trace)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from fedmpi.trace import Trace, setting
+
+MISSING = "?"  # shown for config fields a trace's config does not give
+
+
+def console():
+    from rich.console import Console
+    # Pipes and files get a wide console so comparison tables keep one line per trace.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 400)
+
+
+def job_fields(t: Trace) -> dict[str, str]:
+    """What the summary shows of a trace's config; MISSING for what its config does not give."""
+    name, partition = setting(t, "data.name", MISSING), setting(t, "data.partition", MISSING)
+    if partition == "dirichlet":
+        partition += f" (alpha {setting(t, 'data.alpha', MISSING):g})"
+    every, redistribute = setting(t, "sync.every"), setting(t, "sync.redistribute")
+    return {"dataset": str(name), "partition": str(partition),
+            "sync every": MISSING if every is None else f"{every} local batches",
+            "redistribution": MISSING if redistribute is None else
+            "with redistribution" if redistribute else "without redistribution"}
+
+
+def fmt(values, digits: int = 4) -> str:
+    import numpy as np
+    values = np.atleast_1d(values)
+    return " ".join("-" if np.isnan(v) else f"{v:.{digits}f}" for v in values)
+
+
+def _best(values) -> tuple:
+    """Best value per column of (R,) or (R, W) and the 1-based sync point where it was reached."""
+    import numpy as np
+    if len(values) == 0:
+        return np.full(values.shape[1:], np.nan), None
+    return np.nanmax(values, axis=0), np.nanargmax(values, axis=0) + 1
+
+
+def latest_mi(t: Trace, est: str) -> tuple[int | None, dict]:
+    """Row of the newest round whose MI estimate is written (all NaN before), and its values."""
+    import numpy as np
+    values = t.mi[est]
+    done = np.flatnonzero(~np.all(np.isnan(np.stack([values[k] for k in values], axis=1)), axis=(1, 2)))
+    if len(done) == 0:
+        return None, {}
+    r = int(done[-1])
+    return r, {k: v[r] for k, v in values.items()}
+
+
+def est_label(t: Trace, est: str) -> str:
+    return f"{est} (re-estimated)" if est in t.analysis else est
+
+
+def print_summary(t: Trace, out) -> None:
+    import numpy as np
+    from rich.table import Table
+    table = Table(title=f"fedmpi trace {t.path}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    job = job_fields(t)
+    table.add_row("job", t.job)
+    table.add_row("data", f"{job['dataset']}, {job['partition']} partition, {t.num_workers} workers "
+                          f"({' '.join(str(n) for n in t.num_examples)} examples)")
+    table.add_row("sync", f"every {job['sync every']}, {job['redistribution']}")
+    status = t.status + (f" (finished {t.attrs['finished']})" if "finished" in t.attrs else "")
+    table.add_row("status", status)
+    R = t.rounds
+    if R:
+        table.add_row("rounds done", f"{R} logged (last: sync point {int(t.index[-1]) + 1}, local step "
+                                     f"{int(t.step[-1])}, epoch {t.epoch[-1]:.2f}, {t.time[-1]:.1f} s)")
+    else:
+        table.add_row("rounds done", "0 (no round written yet)")
+    for name, what in (("test_acc", "test accuracy (averaged)"), ("local_acc", "local accuracy (own shard)"),
+                       ("averaged_acc", "averaged accuracy (each shard)")):
+        values = t.metrics[name]
+        if R:
+            best, at = _best(values)
+            bests = "  ".join(f"{fmt(b)} (sync point {a})"
+                              for b, a in zip(np.atleast_1d(best), np.atleast_1d(at)))
+            table.add_row(what, f"final {fmt(values[-1])}  best {bests}")
+    out.print(table)
+    if not t.mi:
+        out.print("no MI estimates in this trace (mi.estimators was empty)")
+        return
+    mi_table = Table(title="latest MI estimates (nats), per worker")
+    for col in ("estimator", "sync point", "worker", "I(X;Z) local", "I(X;Z) averaged", "I(Z;Y) local",
+                "I(Z;Y) averaged"):
+        mi_table.add_column(col, justify="left" if col == "estimator" else "right")
+    for est in t.mi:
+        r, values = latest_mi(t, est)
+        if r is None:
+            mi_table.add_row(est_label(t, est), "-", "-", "not estimated yet", "", "", "")
+            continue
+        for k in range(t.num_workers):
+            mi_table.add_row(est_label(t, est) if k == 0 else "", str(int(t.index[r]) + 1), str(k),
+                             *(fmt(values[key][k]) for key in ("xz_local", "xz_averaged", "zy_local",
+                                                                "zy_averaged")))
+    out.print(mi_table)
+
+
+def print_comparison(traces: Sequence[Trace], out) -> None:
+    import numpy as np
+    from rich.table import Table
+    estimators = list(dict.fromkeys(est for t in traces for est in t.mi))
+    table = Table(title="fedmpi traces (accuracies: final; local/averaged: mean over workers; "
+                        "MI: latest, mean over workers, nats)")
+    cols = ["trace", "job", "data", "workers", "sync every", "redistribution", "status", "rounds",
+            "test acc", "best test", "local acc", "averaged acc"]
+    for est in estimators:
+        cols += [f"{est} I(X;Z) loc/avg", f"{est} I(Z;Y) loc/avg"]
+    left = ("trace", "job", "data", "status")
+    for col in cols:
+        table.add_column(col, justify="left" if col in left else "right", no_wrap=col in left)
+    for t in traces:
+        job = job_fields(t)
+        R = t.rounds
+        redistribute = setting(t, "sync.redistribute")
+        row = [t.path, t.job, f"{job['dataset']} {job['partition']}", str(t.num_workers),
+               str(setting(t, "sync.every", MISSING)),
+               MISSING if redistribute is None else "yes" if redistribute else "no", t.status, str(R)]
+        if R:
+            row += [fmt(t.metrics["test_acc"][-1]), fmt(np.nanmax(t.metrics["test_acc"])),
+                    fmt(np.mean(t.metrics["local_acc"][-1])), fmt(np.mean(t.metrics["averaged_acc"][-1]))]
+        else:
+            row += ["-"] * 4
+        for est in estimators:
+            r, values = latest_mi(t, est) if est in t.mi else (None, {})
+            if r is None:
+                row += ["-", "-"]
+            else:
+                row += [f"{np.mean(values[f'{s}_local']):.3f}/{np.mean(values[f'{s}_averaged']):.3f}"
+                        for s in ("xz", "zy")]
+        table.add_row(*row)
+    out.print(table)

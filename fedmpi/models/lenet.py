@@ -1,0 +1,56 @@
+"""LeNet-5 for 32x32 colour images (LeCun et al. 1998), with a width multiplier.
+
+conv 6@5x5, max-pool, conv 16@5x5, max-pool, fc 120, fc 84, fc classes, ReLU
+after every hidden layer; `width` multiplies every hidden width (6, 16, 120,
+84), rounded, so width 1 is the network of Adilova et al. 2019. Z is the
+output of the last hidden layer (84 units at width 1) after its ReLU; the
+final layer `fc3` is the classifier head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedmpi.models.base import MODELS, FedModel
+
+
+@dataclass(frozen=True)
+class LeNetParams:
+    width: float = 1.0  # multiplies every hidden width; 1 is LeNet-5
+
+    def check(self) -> None:
+        if not self.width > 0 or round(6 * self.width) < 1:
+            raise ValueError(f"width must be a number > 0 that leaves every layer a unit "
+                             f"(>= {1 / 6:.3f}), got {self.width!r}")
+
+
+@MODELS.register("lenet", LeNetParams)
+class LeNet(FedModel):
+    final_layers = ("fc3.weight", "fc3.bias")
+
+    def __init__(self, params: LeNetParams = LeNetParams(), input_shape: tuple[int, ...] = (3, 32, 32),
+                 num_classes: int = 10):
+        super().__init__()
+        c1, c2, h1, h2 = (max(1, round(n * params.width)) for n in (6, 16, 120, 84))
+        channels, height, width = input_shape
+        self.representation_dim = h2
+        self.conv1 = nn.Conv2d(channels, c1, 5)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
+        out_h, out_w = ((height - 4) // 2 - 4) // 2, ((width - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(c2 * out_h * out_w, h1)
+        self.fc2 = nn.Linear(h1, h2)
+        self.fc3 = nn.Linear(h2, num_classes)
+
+    def forward_with_representation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 6w, 14, 14)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 16w, 5, 5)
+        x = F.relu(self.fc1(x.flatten(1)))  # (B, 120w)
+        z = F.relu(self.fc2(x))  # (B, D = 84w): the representation Z
+        return self.fc3(z), z
+
+    def logits_from_representation(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc3(z)
