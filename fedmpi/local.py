@@ -9,6 +9,7 @@ client sends and how the sum becomes the global model is the algorithm's
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,11 +80,12 @@ class LocalTrainer:
         return idx
 
     def state(self) -> dict:
-        """Everything needed to continue training exactly: parameters, optimizer
-        state, batch-order generator and position. Tensors and plain values only,
-        so it loads with torch.load(weights_only=True)."""
+        """Everything needed to continue training exactly: parameters, integer buffers,
+        optimizer state, batch-order generator and position. A snapshot (no tensor is
+        shared with the live trainer); tensors and plain values only, so it loads with
+        torch.load(weights_only=True)."""
         return {"theta": self.flat.vector.detach().cpu().clone(), "buffers": self.flat.int_buffers(),
-                "optimizer": self.opt.state_dict(), "generator": self.gen.get_state(),
+                "optimizer": copy.deepcopy(self.opt.state_dict()), "generator": self.gen.get_state(),
                 "perm": self.perm.cpu().clone(), "pos": self.pos, "epochs_started": self.epochs_started}
 
     def load_state(self, state: dict) -> None:

@@ -350,6 +350,8 @@ def _why(exc: BaseException) -> str:
     # h5py wraps HDF5's reason in "Unable to ... (reason)"; the reason is the useful part.
     if text.endswith(")") and "(" in text:
         text = text[text.index("(") + 1:-1]
+    if "filter returned failure during read" in text:
+        return "a data checksum does not match (filter returned failure during read)"
     if "unable to lock file" in text:
         return "the file is locked by another process (a run closing it?); try again in a moment"
     truncated = re.match(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
@@ -380,8 +382,8 @@ def _read(f, path: str) -> Trace:
     found = {}
     for group in ("metrics", "timing"):
         if group in f:
-            for name, ds in f[group].items():
-                found[name] = _rows(ds, R).astype(np.float64)
+            for name in f[group]:  # f[group][name], not .items(): that yields None for a damaged object
+                found[name] = _rows(f[group][name], R).astype(np.float64)
     order = {name: i for i, name in enumerate(METRIC_ORDER)}
     metrics = {name: found[name] for name in sorted(found, key=lambda n: (order.get(n, len(order)), n))}
     for name in ("test_acc", "local_acc", "averaged_acc"):
@@ -391,7 +393,8 @@ def _read(f, path: str) -> Trace:
     for group_name, prefix in (("mi", ""), (ANALYSIS_GROUP, "analysis")):
         if group_name not in f:
             continue
-        for est, group in f[group_name].items():
+        for est in f[group_name]:
+            group = f[group_name][est]
             if not all(key in group for key in MI_KEYS):
                 continue
             mi[est] = {key: _rows(group[key], R).astype(np.float64) for key in MI_KEYS}

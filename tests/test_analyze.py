@@ -24,6 +24,8 @@ from fedmpi.trace import MI_KEYS
 
 from conftest import ROOT, run_ok, smoke_args
 
+pytestmark = pytest.mark.mpi  # launches real MPI jobs: `python -m pytest -m "not mpi"` skips them
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -265,6 +267,42 @@ def test_bad_files_give_one_line(traces, tmp_path, capsys, kind, fragment):
     path = make_bad(kind, tmp_path, traces["full"])
     assert_usage_error(*analyze(capsys, path), fragment)
     assert_usage_error(*analyze(capsys, path, "--csv", tmp_path / "x.csv"), fragment)
+
+
+def damage(source: Path, path: Path, where: str, layout: Path) -> Path:
+    """A copy of source with one flipped byte: in the object header of /metrics/test_acc (HDF5
+    metadata, checksummed by HDF5) or in the first chunk of its data (Fletcher-32). Offsets are
+    read from `layout`, a closed trace with the same layout."""
+    data = bytearray(source.read_bytes())
+    with h5py.File(layout, "r") as f:
+        ds = f["metrics/test_acc"]
+        offset = h5py.h5o.get_info(ds.id).addr + 20 if where == "metadata" else \
+            ds.id.get_chunk_info(0).byte_offset + 3
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("where", ["metadata", "data"])
+@pytest.mark.parametrize("writer", ["closed", "crashed"])
+def test_damaged_trace_gives_one_line_and_no_wait(traces, tmp_path, where, writer):
+    """A damaged copy used to keep analyze inside HDF5's SWMR metadata retries for minutes."""
+    source = tmp_path / "source.h5"
+    shutil.copy(traces["full"], source)
+    if writer == "crashed":  # flagged as open for writing, as a trace whose run was killed
+        proc = subprocess.Popen([sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1], 'r+', "
+                                 "libver='latest'); f.swmr_mode = True; print('ready', flush=True); "
+                                 "sys.stdin.read()", str(source)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        proc.kill()
+        proc.wait(timeout=30)
+    bad = damage(source, tmp_path / "bad.h5", where, layout=traces["full"])
+    for extra in ([], ["--csv", "-"]):
+        # A hang is the failure this guards against; the timeout only bounds it.
+        proc = subprocess.run([sys.executable, "-m", "fedmpi", "analyze", str(bad), *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert_usage_error(proc.returncode, proc.stdout, proc.stderr, "is truncated or corrupt")
 
 
 # ---------------------------------------------------------------- running and crashed traces

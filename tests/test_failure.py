@@ -13,6 +13,8 @@ from fedmpi.trace import open_trace
 
 from conftest import ROOT, launch, mpiexec, smoke_args
 
+pytestmark = pytest.mark.mpi  # launches real MPI jobs: `python -m pytest -m "not mpi"` skips them
+
 
 @pytest.mark.parametrize("rank,role", [(0, "coordinator"), (2, "worker 2")])
 def test_exception_on_one_rank_aborts_every_rank(rank, role):

@@ -7,10 +7,14 @@ import pytest
 import yaml
 
 from fedmpi import config
+from fedmpi.algorithms import ALGORITHMS
+from fedmpi.compress import COMPRESSORS
 from fedmpi.reference import run_reference
 from fedmpi.trace import MI_KEYS, SCHEMA_VERSION, open_trace
 
 from conftest import ROOT, SMOKE, launch, run_ok, smoke_args
+
+pytestmark = pytest.mark.mpi  # launches real MPI jobs: `python -m pytest -m "not mpi"` skips them
 
 PER_ROUND_W = ("metrics/local_acc", "metrics/local_loss", "metrics/averaged_acc", "metrics/averaged_loss",
                "metrics/train_loss", "timing/train_seconds", "timing/eval_seconds", "timing/sync_seconds")
@@ -114,9 +118,15 @@ def _trace_arrays(path):
     return out
 
 
+# Every registered algorithm (uncompressed) and every registered compressor (with FedAvg).
+PLUGINS = [(a, "none") for a in ALGORITHMS] + [("fedavg", c) for c in COMPRESSORS if c != "none"]
+
+
+@pytest.mark.parametrize("algorithm,compression", PLUGINS)
 @pytest.mark.parametrize("redistribute", [True, False])
-def test_mpi_run_equals_single_process_reference(tmp_path, redistribute):
-    overrides = [f"sync.redistribute={str(redistribute).lower()}", "mi.estimators=[]", "train.epochs=3"]
+def test_mpi_run_equals_single_process_reference(tmp_path, redistribute, algorithm, compression):
+    overrides = [f"sync.redistribute={str(redistribute).lower()}", "mi.estimators=[]", "train.epochs=3",
+                 f"algorithm.name={algorithm}", f"compression.name={compression}"]
     run_ok(3, smoke_args(tmp_path, "eq", *overrides))
     got = _trace_arrays(tmp_path / "eq.h5")
     cfg = config.load(str(SMOKE), overrides)
@@ -159,9 +169,10 @@ def test_trace_every_and_mi_every(tmp_path):
         assert "activations" not in f
 
 
-def test_many_clients_per_rank_equal_the_reference(tmp_path):
+@pytest.mark.parametrize("algorithm,compression", PLUGINS)
+def test_many_clients_per_rank_equal_the_reference(tmp_path, algorithm, compression):
     overrides = ["clients.total=10", "clients.per_round=4", "data.samples_per_worker=128", "train.epochs=8",
-                 "mi.estimators=[]"]
+                 "mi.estimators=[]", f"algorithm.name={algorithm}", f"compression.name={compression}"]
     run_ok(3, smoke_args(tmp_path, "clients", *overrides))
     got = _trace_arrays(tmp_path / "clients.h5")
     cfg = config.load(str(SMOKE), overrides)

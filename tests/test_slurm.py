@@ -20,6 +20,8 @@ from fedmpi.trace import open_trace
 from conftest import ROOT, SMOKE, run_ok, smoke_args
 from slurm_cluster import SlurmCluster, missing_programs
 
+pytestmark = pytest.mark.mpi  # launches real MPI jobs: `python -m pytest -m "not mpi"` skips them
+
 CPU_SCRIPT, GPU_SCRIPT = "slurm/cpu.sbatch", "slurm/gpu.sbatch"
 RANKS = ["--ntasks=3"]  # 1 coordinator + 2 workers
 # 16 epochs of 512 examples in batches of 32, sync every 8 batches: 32 sync points, a second or less each.
