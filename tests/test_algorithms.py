@@ -286,8 +286,8 @@ def test_fedpvr_corrects_and_uploads_only_the_chosen_tensors():
 
 def test_fedpvr_with_no_tensors_has_no_hook_and_fedavgs_layout():
     algo = build_algorithm("fedpvr", setting_for(SMALL, SMALL_HEAD), FedPVRParams(()))
-    assert algo.contribution_size == 12 and algo.gradient_hook(algo.client_init(), algo.server_init(np.zeros(11)))\
-        is None
+    assert algo.contribution_size == 12  # [w theta (11) | w]
+    assert algo.gradient_hook(algo.client_init(), algo.server_init(np.zeros(11))) is None
 
 
 def test_fedpvr_layer_names_are_checked_against_the_model():
