@@ -99,8 +99,12 @@ def _error(message: str) -> int:
 
 def _check(args) -> int:
     from fedmpi import config
+    from fedmpi.data import SHAPES
+    from fedmpi.local import check_plugins
     try:
         cfg = config.load(args.job, args.overrides)
+        input_shape, num_classes = SHAPES[cfg.data.name]
+        check_plugins(cfg, input_shape, num_classes, cfg.clients.total or 1)
     except UsageError as exc:
         return _error(str(exc))
     print(f"# {args.job}: valid; resolved config:")
@@ -193,6 +197,8 @@ def _run_job(comm, args) -> int:
     from fedmpi.plan import make_plan
     dataset = data.load(cfg.data, cfg.clients.total or comm.num_workers, cfg.seed)
     plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), comm.num_workers)
+    from fedmpi.local import check_plugins
+    check_plugins(cfg, dataset.input_shape, dataset.num_classes, plan.num_clients)
     resuming = meta is not None
 
     if comm.is_coordinator:

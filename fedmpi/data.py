@@ -108,6 +108,10 @@ def _download_cifar10(root: str) -> None:
         os.replace(os.path.join(tmp, CIFAR10_DIR), os.path.join(root, CIFAR10_DIR))
 
 
+# Input shape and number of classes of each dataset, known without loading it.
+SHAPES = {"cifar10": ((3, 32, 32), 10), "synthetic": ((3, 32, 32), 10)}
+
+
 def load(data_cfg, num_clients: int, seed: int) -> Dataset:
     if data_cfg.name == "cifar10":
         return load_cifar10(data_cfg.root)

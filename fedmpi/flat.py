@@ -26,6 +26,7 @@ class Slot:
     name: str
     offset: int
     shape: tuple[int, ...]
+    trainable: bool = True  # a parameter (False: a floating buffer, e.g. BatchNorm running statistics)
 
     @property
     def numel(self) -> int:
@@ -41,8 +42,9 @@ class FlatParams:
         self._int_buffers = [(n, b) for n, b in module.named_buffers() if not b.is_floating_point()]
         self.slots: list[Slot] = []
         offset = 0
-        for name, t in tensors:
-            self.slots.append(Slot(name, offset, tuple(t.shape)))
+        num_parameters = len(list(module.parameters()))
+        for j, (name, t) in enumerate(tensors):
+            self.slots.append(Slot(name, offset, tuple(t.shape), trainable=j < num_parameters))
             offset += t.numel()
         device = tensors[0][1].device if tensors else torch.device("cpu")
         self.vector = torch.empty(offset, dtype=torch.float32, device=device)  # (num_params,)

@@ -49,6 +49,21 @@ def new_model(cfg, input_shape, num_classes, device):
                        cfg.model.params).to(device)
 
 
+def check_plugins(cfg, input_shape, num_classes: int, num_clients: int) -> None:
+    """Build the job's model and algorithm once, so that what only the model's shape can
+    rule out (a depth the input cannot take, an unknown tensor name) is one UsageError
+    naming the key, raised alike on every rank before anything trains."""
+    from fedmpi.errors import UsageError
+    try:
+        model = new_model(cfg, input_shape, num_classes, "cpu")
+    except ValueError as exc:
+        raise UsageError(f"config: model ({cfg.model.name}): {exc}") from None
+    try:
+        new_algorithm(cfg, model, FlatParams(model), num_clients)
+    except ValueError as exc:
+        raise UsageError(f"config: algorithm ({cfg.algorithm.name}): {exc}") from None
+
+
 def new_algorithm(cfg, model, flat: FlatParams, num_clients: int) -> Algorithm:
     """The job's algorithm for this model; every rank builds the same one."""
     setting = Setting(flat.size, tuple(flat.slots), tuple(model.final_layers), num_clients)

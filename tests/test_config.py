@@ -98,3 +98,19 @@ def test_help_documents_the_commands():
                          cwd=ROOT)
     for flag in ("--config", "--set", "--out", "--force"):
         assert flag in run.stdout
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["algorithm.name=fedpvr", "algorithm.layers=[fc9.weight]"],
+     "config: algorithm.layers: unknown tensor 'fc9.weight'; the model's tensors are conv1.weight"),
+    (["algorithm.name=fedprox", "algorithm.mu=-1"], "config: algorithm.mu must be a number >= 0"),
+    (["model.width=-2"], "config: model.width must be a number > 0"),
+])
+def test_check_builds_the_model_and_algorithm_and_names_the_key(overrides, message):
+    cmd = [sys.executable, "-m", "fedmpi", "check", str(ROOT / "jobs" / "smoke.yaml")]
+    for o in overrides:
+        cmd += ["--set", o]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedmpi: error: " + message), proc.stderr

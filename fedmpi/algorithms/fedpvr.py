@@ -37,7 +37,7 @@ from fedmpi.algorithms.scaffold import ControlVariates, Ranges, merged_ranges
 from fedmpi.errors import UsageError
 
 HEAD = "head"  # the model's final_layers (fedmpi.models.base)
-ALL = "all"  # every tensor of the flat vector
+ALL = "all"  # every parameter tensor (floating buffers have no gradient)
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def variate_tensors(layers: tuple[str, ...], setting: Setting) -> tuple[str, ...
 
     Raises UsageError naming `algorithm.layers` when an entry names no tensor
     of the model or a word is ambiguous with a tensor's own name."""
-    names = [s.name for s in setting.slots]
+    names = [s.name for s in setting.slots if s.trainable]  # buffers have no gradient to correct
     known = set(names)
     listing = ", ".join(names)
     for word, meaning in ((HEAD, "the classifier head"), (ALL, "every tensor")):

@@ -26,13 +26,14 @@ gradient.
 
 `ControlVariates` is the machinery for any set V of tensors with control
 variates (FedPVR, fedmpi.algorithms.fedpvr, chooses V; SCAFFOLD takes every
-tensor of the flat vector). Contribution layout, (num_params + 1 + |V|,)
-float32:
+parameter, not the floating buffers a gradient never moves). Contribution
+layout, (num_params + 1 + |V|,) float32:
 
     [ w * theta (num_params) | w (1) | delta_c over V (|V|) ]
 
 the first num_params + 1 entries exactly FedAvg's; V's entries are packed in
-the flat vector's order. SCAFFOLD: 2 * num_params + 1 entries. States:
+the flat vector's order. SCAFFOLD: 2 * num_params + 1 entries for a model
+without floating buffers (LeNet). States:
 client {"c": (|V|,)}, server {"theta": (num_params,), "c": (|V|,)}, float32.
 """
 
@@ -157,7 +158,9 @@ class ControlVariates(Algorithm):
 
 @ALGORITHMS.register("scaffold")
 class Scaffold(ControlVariates):
-    """Control variates on the whole flat vector: one span, |V| = num_params."""
+    """Control variates on every parameter (not on floating buffers such as BatchNorm statistics,
+    which no gradient moves): |V| = the number of trainable entries."""
 
     def __init__(self, params, setting: Setting):
-        super().__init__(params, setting, ((0, setting.num_params),))
+        super().__init__(params, setting, merged_ranges(setting.slots, [s.name for s in setting.slots
+                                                                        if s.trainable]))
