@@ -40,8 +40,20 @@ Normalisation, parameter `norm`:
   evaluated with mismatched normalisation; and clients train with batch
   statistics but are measured with running ones. Hsieh et al. (2020)
   report BatchNorm failing under non-iid data, one reason GroupNorm is the
-  default. benchmarks/model_speed.py measures the effect on the average of
-  two models trained apart.
+  default.
+
+Measured (benchmarks/model_speed.py, resnet8, two clients from one init,
+600 local steps apart on synthetic data, weighted average, test accuracy,
+mean of seeds 0 and 1): with an iid split the average scores 0.943 with
+GroupNorm and 0.996 with BatchNorm (clients ~0.99 and 1.00); with a classes
+0-4 / 5-9 split (clients ~0.50 each) it scores 0.393 with GroupNorm and
+0.271 with BatchNorm, and 0.643 once the BatchNorm average's running
+statistics are recomputed on the training data: under non-iid data the
+averaged statistics, not only the averaged weights, cost BatchNorm
+accuracy. On that synthetic data GroupNorm also learns slower: one
+resnet8 on 2,048 examples (lr 0.05, seed 0) first scored above 0.98 at
+step 500 with GroupNorm and at step 200 with BatchNorm (0.18 with
+GroupNorm at step 200).
 
 Initialisation: convs take He et al. (2015) normal initialisation
 (std sqrt(2 / fan_in)) and no bias (the norm after each has its own
