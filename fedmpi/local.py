@@ -57,11 +57,11 @@ def check_plugins(cfg, input_shape, num_classes: int, num_clients: int) -> None:
     try:
         model = new_model(cfg, input_shape, num_classes, "cpu")
     except ValueError as exc:
-        raise UsageError(f"config: model ({cfg.model.name}): {exc}") from None
+        raise UsageError(f"config: model.{exc}") from None  # plug-in messages start with the key
     try:
         new_algorithm(cfg, model, FlatParams(model), num_clients)
     except ValueError as exc:
-        raise UsageError(f"config: algorithm ({cfg.algorithm.name}): {exc}") from None
+        raise UsageError(f"config: algorithm.{exc}") from None
 
 
 def new_algorithm(cfg, model, flat: FlatParams, num_clients: int) -> Algorithm:

@@ -35,6 +35,7 @@ class LeNet(FedModel):
     def __init__(self, params: LeNetParams = LeNetParams(), input_shape: tuple[int, ...] = (3, 32, 32),
                  num_classes: int = 10):
         super().__init__()
+        params.check()
         c1, c2, h1, h2 = (max(1, round(n * params.width)) for n in (6, 16, 120, 84))
         channels, height, width = input_shape
         self.representation_dim = h2
