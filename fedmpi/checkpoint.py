@@ -18,6 +18,7 @@ leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -41,12 +42,17 @@ def save(path: str, state: dict) -> None:
     torch.save({"format": FORMAT, **state}, payload)
     data = payload.getvalue()
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n")
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n")
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never a part
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
 
 
 def load(path: str) -> dict:

@@ -105,6 +105,7 @@ def _check(args) -> int:
         cfg = config.load(args.job, args.overrides)
         input_shape, num_classes = SHAPES[cfg.data.name]
         check_plugins(cfg, input_shape, num_classes, cfg.clients.total or 1)
+        _check_extras(cfg)
     except UsageError as exc:
         return _error(str(exc))
     print(f"# {args.job}: valid; resolved config:")
@@ -123,6 +124,13 @@ def _run(args) -> int:
     except UsageError as exc:
         # Raised identically on every rank (same config, same files): rank 0 speaks for all.
         return _error(str(exc)) if comm.is_coordinator else 2
+
+
+def _check_extras(cfg) -> None:
+    """Optional packages a job asks for, checked before anything runs."""
+    if cfg.trace.tensorboard:
+        from fedmpi.tensorboard import require
+        require("trace.tensorboard")
 
 
 def _run_job(comm, args) -> int:
@@ -167,8 +175,11 @@ def _run_job(comm, args) -> int:
                 job_name = str(f.attrs["job"])
             meta = {"config": state["config"], "world_size": state["world_size"], "job": job_name,
                     "sync_index": state["sync_index"]}
-            data.ensure_available(config.from_dict(yaml.safe_load(state["config"])).data)
+            stored = config.from_dict(yaml.safe_load(state["config"]))
+            _check_extras(stored)
+            data.ensure_available(stored.data)
             return meta
+        _check_extras(given)
         check_writable(trace_path, args.force)
         if args.force:
             checkpoint.remove(ckpt_path)  # a stale checkpoint must not be resumed into the new trace
@@ -205,7 +216,7 @@ def _run_job(comm, args) -> int:
         from fedmpi.console import Console
         from fedmpi.coordinator import run_coordinator
         live = {"auto": None, "live": True, "plain": False}[args.progress]
-        console = Console(job, plan.schedule.num_rounds, live=live)
+        console = Console(job, plan.schedule.num_rounds, plan.schedule.total_steps, live=live)
         return run_or_abort(comm, lambda: run_coordinator(comm, cfg, dataset, plan, trace_path, job, console, stop,
                                                           resume_state if resuming else None))
     from fedmpi.worker import run_worker

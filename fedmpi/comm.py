@@ -39,6 +39,9 @@ class Comm:
         self.world_size: int = self._comm.Get_size()
         # Collective over all ranks, so done here, once, where every rank passes.
         self.node_worker_index, self.node_workers = self._node_placement()
+        # Work this rank does while it waits in a collective (the coordinator writes finished
+        # measurements to the trace there, so rows appear while the workers train on).
+        self.idle: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ roles
     @property
@@ -70,6 +73,8 @@ class Comm:
     def _wait(self, request) -> None:
         delay = _POLL_MIN_S
         while not request.Test():
+            if self.idle is not None:
+                self.idle()
             time.sleep(delay)
             delay = min(2 * delay, _POLL_MAX_S)
 

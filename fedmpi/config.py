@@ -130,7 +130,8 @@ MIConfig = dataclasses.make_dataclass(
 class TraceConfig:
     path: str = "{job}.h5"  # trace file; relative to --out; {job} is the job file's name
     activations: bool = True  # log Z of the probe set for local and averaged models
-    every: int = 1  # log every k-th sync point (the last one is always logged)
+    every: int = 1  # log every k-th round (the last one is always logged)
+    tensorboard: str = ""  # a folder: TensorBoard scalars of each row as it is written (needs the extra); "": off
 
     def check(self) -> None:
         _require(self.path.strip() != "", "trace.path", "a file name such as '{job}.h5'", self.path)

@@ -1,11 +1,15 @@
 """What the coordinator shows: a rich progress display on a terminal, plain lines elsewhere.
 
 SLURM output files and pipes get one plain line per logged round (at most one
-a second, the last always), so logs stay readable. mpirun hands rank 0 a
-pipe even when it runs in a terminal, so `--progress live` asks for the
-live display explicitly; it works wherever the launcher passes output through
-unchanged (MPICH's and Open MPI's do). Workers print nothing but
-errors.
+a second, the last always) and, when rounds are long and rarely logged, a
+progress line at least every `PLAIN_PROGRESS_S`, so logs stay readable and
+never go quiet for long. The ETA comes from measured progress: local steps
+per second over the recent sync points (`Pace`), times the steps still to
+come; it is not extrapolated from when a line happens to be printed.
+mpirun hands rank 0 a pipe even when it runs in a terminal, so `--progress
+live` asks for the live display explicitly; it works wherever the launcher
+passes output through unchanged (MPICH's and Open MPI's do). Workers print
+nothing but errors.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Mapping
 
 import numpy as np
 from rich.console import Console as RichConsole
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 _PLAIN_MIN_INTERVAL_S = 1.0
+PLAIN_PROGRESS_S = 60.0  # plain logs: a progress line at least this often
 
 
 def _fmt_time(seconds: float) -> str:
@@ -28,31 +33,67 @@ def _fmt_time(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+class Pace:
+    """Local steps per second over the recent sync points, and the time left at that pace.
+
+    Fed (wall seconds, steps done) at every sync point; the rate is measured
+    over the last `window` sync points (all of them, evaluation and waiting
+    included, since that is what the remaining rounds will cost too).
+    """
+
+    def __init__(self, total_steps: int, window: int = 20):
+        self.total_steps = total_steps
+        self.window = window
+        self._points: list[tuple[float, int]] = []
+
+    def add(self, seconds: float, steps: int) -> None:
+        self._points.append((seconds, steps))
+        del self._points[:-self.window - 1]
+
+    def rate(self) -> float | None:
+        """Steps per second over the window; None before two sync points are seen."""
+        if len(self._points) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._points[0], self._points[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
+
+    def eta(self) -> float | None:
+        """Seconds until the last step at the measured rate (0 when done)."""
+        if self._points and self._points[-1][1] >= self.total_steps:
+            return 0.0
+        rate = self.rate()
+        return None if rate is None else (self.total_steps - self._points[-1][1]) / rate
+
+
 class Console:
-    def __init__(self, job: str, num_rounds: int, live: bool | None = None):
+    def __init__(self, job: str, num_rounds: int, total_steps: int, live: bool | None = None):
         self.job = job
         self.num_rounds = num_rounds
+        self.pace = Pace(total_steps)
         self.live = sys.stdout.isatty() if live is None else live
         self.out = RichConsole(highlight=False, soft_wrap=True, force_terminal=self.live or None)
         self.start_time = time.perf_counter()
         self._last_plain = -1e9
-        self._first = 0
+        self._done = 0  # sync points reached
+        self._stats = ""
         self._mi_text = ""
         self._progress: Progress | None = None
         self._task = None
 
-    def start(self, header: str, first: int = 0) -> None:
-        """Show the header; `first` sync points were done before (a resumed run)."""
-        self._first = first
-        self.start_time = time.perf_counter()
+    def start(self, header: str, first: int = 0, first_step: int = 0) -> None:
+        """Show the header; `first` rounds (`first_step` steps) were done before (a resumed run)."""
+        self._done = first
+        self.start_time = self._last_plain = time.perf_counter()
+        self.pace.add(0.0, first_step)
         self.out.print(header)
         if self.live:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
-                TextColumn("sync {task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=self.out)
+                TextColumn("sync {task.completed}/{task.total}"), TimeElapsedColumn(),
+                TextColumn("eta {task.fields[eta]}"), TextColumn("{task.fields[stats]}"), console=self.out)
             self._progress.start()
-            self._task = self._progress.add_task(self.job, total=self.num_rounds, completed=first, stats="")
+            self._task = self._progress.add_task(self.job, total=self.num_rounds, completed=first, stats="",
+                                                 eta="-")
 
     def note(self, message: str) -> None:
         self.out.print(f"[yellow]{message}[/yellow]" if self.live else message)
@@ -60,22 +101,39 @@ class Console:
     def mi(self, text: str) -> None:
         self._mi_text = text
 
+    def _eta_text(self) -> str:
+        eta = self.pace.eta()
+        return "-" if eta is None else _fmt_time(eta)
+
+    def sync_point(self, round_idx: int, step: int) -> None:
+        """Every sync point: progress and pace (a plain line only if the log went quiet)."""
+        self._done = round_idx + 1
+        now = time.perf_counter()
+        self.pace.add(now - self.start_time, step)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self._done, eta=self._eta_text())
+        elif now - self._last_plain >= PLAIN_PROGRESS_S:
+            self._plain_line(now, self._stats or "waiting for the first logged round")
+
     def round(self, sync_index: int, epoch: float, test_acc: float, local_acc: np.ndarray,
               averaged_acc: np.ndarray) -> None:
-        done = sync_index + 1
-        stats = (f"epoch {epoch:.2f}  test {test_acc:.3f}  local {_accs(local_acc)}  "
-                 f"averaged {_accs(averaged_acc)}" + (f"  {self._mi_text}" if self._mi_text else ""))
+        """A logged round reached the trace: show its numbers."""
+        self._stats = (f"round {sync_index + 1}: epoch {epoch:.2f}  test {test_acc:.3f}  local {_accs(local_acc)}  "
+                       f"averaged {_accs(averaged_acc)}" + (f"  {self._mi_text}" if self._mi_text else ""))
         if self._progress is not None:
-            self._progress.update(self._task, completed=done, stats=stats)
+            self._progress.update(self._task, stats=self._stats, eta=self._eta_text())
             return
         now = time.perf_counter()
-        if now - self._last_plain < _PLAIN_MIN_INTERVAL_S and done < self.num_rounds:
+        if now - self._last_plain < _PLAIN_MIN_INTERVAL_S and self._done < self.num_rounds:
             return
+        self._plain_line(now, self._stats)
+
+    def _plain_line(self, now: float, stats: str) -> None:
         self._last_plain = now
-        elapsed = now - self.start_time
-        eta = elapsed / max(done - self._first, 1) * (self.num_rounds - done)
-        print(f"[{self.job}] sync {done}/{self.num_rounds}  {stats}  elapsed {_fmt_time(elapsed)}  "
-              f"eta {_fmt_time(eta)}", flush=True)
+        rate = self.pace.rate()
+        pace = f"{rate:.1f} steps/s" if rate is not None else "-"
+        print(f"[{self.job}] sync {self._done}/{self.num_rounds}  {stats}  elapsed {_fmt_time(now - self.start_time)}"
+              f"  {pace}  eta {self._eta_text()}", flush=True)
 
     def finish(self, title: str, rows: Mapping[str, str]) -> None:
         if self._progress is not None:

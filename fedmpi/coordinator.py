@@ -27,6 +27,8 @@ from fedmpi.flat import layout_arrays
 from fedmpi.local import arrays, new_algorithm, new_model, tensors
 from fedmpi.measure import Measurements
 from fedmpi.protocol import METRICS, RoundBuffers, checkpoint_due, sync_point
+from fedmpi.recorder import Recorder
+from fedmpi.tensorboard import Board
 from fedmpi.trace import TraceWriter
 
 
@@ -78,63 +80,57 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                   f"({'with' if cfg.sync.redistribute else 'without'} redistribution), "
                   f"{schedule.num_rounds} rounds -> {trace_path}"
                   + (f"\nresuming after sync point {first}/{schedule.num_rounds}" if first else "")
-                  + f"\nranks (rank=host:pid): {ranks}", first=first)
-    # Rounds reported by the workers, waiting for their test evaluation to be written.
-    pending: dict[int, dict] = {}
-    last: dict = {}
-
-    def record(results) -> None:
-        for res in results:
-            if res.kind == "test":
-                entry = pending.pop(res.row)
-                writer.append(test_acc=res.value.accuracy, test_loss=res.value.loss, **entry)
-                last.update(entry, test_acc=res.value.accuracy)
-                wm = entry["worker_metrics"]
-                console.round(entry["index"], entry["epoch"], res.value.accuracy,
-                              wm[:, METRICS.index("local_acc")], wm[:, METRICS.index("averaged_acc")])
-            else:
-                for name, values in res.value.items():
-                    writer.write_mi(res.row, name, values)
-                name, values = next(iter(res.value.items()))
-                console.mi(f"I(Z;Y) {name} local {np.mean(values['zy_local']):.2f} "
-                           f"averaged {np.mean(values['zy_averaged']):.2f} nats")
-
+                  + f"\nranks (rank=host:pid): {ranks}", first=first,
+                  first_step=schedule.step(first - 1) if first else 0)
     start = time.perf_counter() - elapsed
     cpu_start = time.process_time() - cpu_used
+    board = Board(cfg.trace.tensorboard, job) if cfg.trace.tensorboard else None
+    recorder = Recorder(writer, console, board, start)
+    # Finished measurements are written while this rank waits in any collective, so a
+    # logged round reaches the trace and the console as soon as it is measured.
+    comm.idle = lambda: recorder.take(measurements.poll())
     row = writer.rows
     for i in range(first, schedule.num_rounds):
         bufs.set_stop(stop.requested)
         sync_point(comm, bufs, cfg.sync.collective)
         server = algorithm.aggregate(server, bufs.summed)
+        console.sync_point(i, schedule.step(i))
         if schedule.logged(i):
             # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
             cpu_seconds = time.process_time() - cpu_start
             worker_metrics, z = comm.report(metrics_buf, z_buf if schedule.wants_z(i) else None)
-            pending[row] = dict(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
-                                seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
-                                sampled=plan.sampled(i),
-                                worker_metrics=worker_metrics, z=z if cfg.trace.activations else None)
+            recorder.expect(row, dict(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
+                                      seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
+                                      sampled=plan.sampled(i), worker_metrics=worker_metrics,
+                                      z=z if cfg.trace.activations else None))
             mi_z = z if mi_params and schedule.mi_due(i) else None
             measurements.submit(row, server["theta"], mi_z, console.note)
             row += 1
-            record(measurements.poll())
+            recorder.take(measurements.poll())
         if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, bufs.stopping):
             states = comm.collect(None)
-            record(measurements.drain())
+            recorder.take(measurements.drain())
             checkpoint.save(ckpt_path, {
                 "config": config_yaml, "world_size": comm.world_size, "sync_index": i, "rows": writer.rows,
                 "elapsed": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
                 "server": tensors(server), "workers": [s["group"] for s in states]})
             if bufs.stopping:
+                comm.idle = None
                 measurements.close()
                 writer.close(None)
+                if board is not None:
+                    board.close()
                 console.note(f"checkpointed after sync point {i + 1}/{schedule.num_rounds} on request "
                              f"(SIGTERM/SIGUSR1); continue with: python -m fedmpi run --resume {trace_path}")
                 return 0
-    record(measurements.close())
+    comm.idle = None
+    recorder.take(measurements.close())
     writer.close(server["theta"])  # the last round is always logged
+    if board is not None:
+        board.close()
     checkpoint.remove(ckpt_path)  # the run is complete: nothing left to resume
     wall = time.perf_counter() - start
+    last = recorder.last
     wm = last["worker_metrics"]
     console.finish(f"fedmpi {job}: done", {
         "trace": trace_path,

@@ -33,7 +33,7 @@ MODELS = ("local", "averaged")  # the two models a trace follows per worker: its
 MI_KEYS = ("xz_local", "zy_local", "xz_averaged", "zy_averaged")
 ANALYSIS_GROUP = "analysis/mi"  # re-estimates written by `analyze --write` live here, never under /mi
 # Per-row metrics in the order readers list them; names this version does not know follow, by name.
-METRIC_ORDER = ("test_acc", "test_loss") + METRICS + ("coordinator_cpu_seconds",)
+METRIC_ORDER = ("test_acc", "test_loss") + METRICS + ("coordinator_cpu_seconds", "row_latency_seconds")
 _GZIP = 4  # compression level: activations of ReLU layers compress well at low cost
 # Every numeric dataset carries a Fletcher-32 checksum per chunk, so a damaged copy fails when
 # read instead of giving wrong numbers (HDF5 checksums its own metadata already).
@@ -133,6 +133,7 @@ class TraceWriter:
         per_round("metrics/test_acc", (), np.float64)
         per_round("metrics/test_loss", (), np.float64)
         per_round("timing/coordinator_cpu_seconds", (), np.float64)
+        per_round("timing/row_latency_seconds", (), np.float64)
         per_round("clients/sampled", (clients_per_round,), np.int64)
         for name in metric_names:
             per_round(f"{_group(name)}/{name}", (W,), np.float64)
@@ -188,7 +189,7 @@ class TraceWriter:
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
                test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
-               z: np.ndarray | None) -> int:
+               z: np.ndarray | None, latency: float) -> int:
         """Write one logged round as the next row; worker_metrics (W, len(metric_names)),
         z (W, 2, probe_size, D) under the local and the global model."""
         f, r = self.f, self.rows
@@ -197,6 +198,7 @@ class TraceWriter:
         f["metrics/test_acc"][r] = test_acc
         f["metrics/test_loss"][r] = test_loss
         f["timing/coordinator_cpu_seconds"][r] = coordinator_cpu
+        f["timing/row_latency_seconds"][r] = latency
         f["clients/sampled"][r] = sampled
         for m, name in enumerate(self.metric_names):
             f[f"{_group(name)}/{name}"][r] = worker_metrics[:, m]

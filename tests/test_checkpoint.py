@@ -3,6 +3,7 @@
 import hashlib
 import os
 import pickle
+import threading
 
 import pytest
 import torch
@@ -49,9 +50,41 @@ def test_damaged_or_old_checkpoint_is_refused_with_one_line(tmp_path):
         checkpoint.load(str(legacy))
 
 
-def test_checkpoint_is_replaced_atomically(tmp_path):
+def test_a_reader_never_sees_a_partial_checkpoint(tmp_path):
+    """While one thread replaces the checkpoint again and again, every read gets a whole,
+    verified version (the digest would refuse a partial one)."""
+    path = str(tmp_path / "a.ckpt")
+    big = torch.zeros(1_000_000)  # 4 MB: writes take long enough to be caught halfway
+    checkpoint.save(path, {"sync_index": 0, "x": big})
+    versions, errors, done = [], [], threading.Event()
+
+    def read():
+        while not done.is_set():
+            try:
+                versions.append(checkpoint.load(path)["sync_index"])
+            except UsageError as exc:
+                errors.append(str(exc))
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(1, 20):
+        checkpoint.save(path, {"sync_index": i, "x": big + i})
+    done.set()
+    reader.join()
+    assert errors == [] and len(versions) > 0
+    assert versions == sorted(versions) and set(versions) <= set(range(20))
+    assert sorted(os.listdir(tmp_path)) == ["a.ckpt"]  # no temporary left behind
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     path = str(tmp_path / "a.ckpt")
     checkpoint.save(path, {"sync_index": 1})
-    checkpoint.save(path, {"sync_index": 2})
-    assert checkpoint.load(path)["sync_index"] == 2
-    assert sorted(os.listdir(tmp_path)) == ["a.ckpt"]  # no temporary left behind
+    before = open(path, "rb").read()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)  # the new file is half done when this hits
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(path, {"sync_index": 2, "x": torch.zeros(100_000)})
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before and checkpoint.load(path)["sync_index"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["a.ckpt"]

@@ -24,7 +24,10 @@ def test_default_job_is_the_papers_setup():
 
 
 def test_every_job_file_is_valid():
-    for path in sorted((ROOT / "jobs").glob("*.yaml")):
+    paths = sorted((ROOT / "jobs").glob("*.yaml"))
+    names = {p.stem for p in paths}
+    assert {"default", "smoke", "cifar-quick", "paper-iid-periodic", "paper-noniid-nosendback"} <= names, names
+    for path in paths:
         config.load(str(path))
 
 

@@ -4,6 +4,7 @@
 - fedmpi.analysis.tables: every per-row metric as long-format CSV.
 - fedmpi.analysis.plots: the figures of Adilova et al. (2019), accuracy, information plane.
 - fedmpi.analysis.reestimate: MI re-estimated from logged activations.
+- fedmpi.analysis.board: a trace as TensorBoard scalars.
 
 Traces are read through fedmpi.trace, so a trace that is still being written
 or was cut off by a crash reads up to its last complete row. Bad input
@@ -50,6 +51,9 @@ def add_parser(subparsers) -> None:
                    help="write every per-round metric to FILE in long format "
                         "(round,step,worker,model,metric,value; a leading trace column for several "
                         "traces); '-' writes to stdout")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="write every row's scalars as TensorBoard event files under DIR/<job> (the tags a "
+                        "run with trace.tensorboard writes; needs the tensorboard extra)")
     p.add_argument("--estimator", metavar="NAME", default=None,
                    help="re-estimate I(X;Z) and I(Z;Y) from the logged activations with this estimator "
                         f"({', '.join(ESTIMATORS)}) and print the results")
@@ -96,7 +100,10 @@ def _main(args) -> int:
     if args.plots is not None:
         for path in plots.write_plots(traces, args.plots):
             out.print(path)
-    if args.estimator is None and args.csv is None and args.plots is None:
+    if args.tensorboard is not None:
+        from fedmpi.analysis import board
+        board.export(traces, args.tensorboard, out)
+    if args.estimator is None and args.csv is None and args.plots is None and args.tensorboard is None:
         if len(traces) == 1:
             summary.print_summary(traces[0], out)
         else:

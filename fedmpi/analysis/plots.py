@@ -21,7 +21,7 @@ _MODEL_STYLE = {"local": dict(marker="o", linestyle="-"), "averaged": dict(marke
 _MODEL_COLOR = {"local": "tab:blue", "averaged": "tab:orange"}
 
 
-def _labels(traces: Sequence[Trace]) -> list[str]:
+def labels(traces: Sequence[Trace]) -> list[str]:
     """File-name prefixes: the job name; where jobs repeat, the trace's file name (prefixed by the job)."""
     jobs = [t.job for t in traces]
     labels = []
@@ -50,7 +50,7 @@ def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
     except OSError as exc:
         raise UsageError(f"cannot create plot folder {folder}: {exc.strerror}") from None
     paths = []
-    for t, label in zip(traces, _labels(traces)):
+    for t, label in zip(traces, labels(traces)):
         if t.rounds == 0:
             sys.stderr.write(f"fedmpi: {t.path} has no complete round yet; no figures for it\n")
             continue

@@ -1,0 +1,65 @@
+"""The coordinator's recording: finished measurements become trace rows, console lines and
+TensorBoard scalars as soon as they are done.
+
+The coordinator registers each logged round it hands to its measurement
+thread (`expect`), and calls `take` with whatever the thread has finished:
+from its main loop and, through `Comm.idle`, from inside every wait for a
+collective, so a row reaches the trace and the console while the workers
+train towards the next sync point (not when the next logged round comes).
+All writing happens on the coordinator's main thread: the trace has one
+writer. Each row records how long after its sync point it reached the trace
+(`/timing/row_latency_seconds`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from fedmpi.protocol import METRICS
+from fedmpi.tensorboard import row_scalars
+
+
+class Recorder:
+    def __init__(self, writer, console, board, start: float):
+        """writer: TraceWriter; console: Console; board: tensorboard.Board or None; start: the
+        perf_counter origin of the row times (`entry["seconds"]`)."""
+        self.writer, self.console, self.board = writer, console, board
+        self.start = start
+        self.pending: dict[int, dict] = {}  # row -> what the workers reported, until its test is done
+        self.steps: dict[int, int] = {}  # row -> its local step, for MI scalars that come later
+        self.last: dict = {}  # the newest row written (for the final summary)
+
+    def expect(self, row: int, entry: dict) -> None:
+        self.pending[row] = entry
+
+    def take(self, results) -> None:
+        for res in results:
+            if res.kind == "test":
+                self._row(res.row, res.value)
+            else:
+                self._mi(res.row, res.value)
+
+    def _row(self, row: int, test) -> None:
+        entry = self.pending.pop(row)
+        latency = time.perf_counter() - self.start - entry["seconds"]
+        self.writer.append(test_acc=test.accuracy, test_loss=test.loss, latency=latency, **entry)
+        self.last = dict(entry, test_acc=test.accuracy)
+        self.steps[row] = entry["step"]
+        wm = entry["worker_metrics"]  # (W, len(METRICS))
+        self.console.round(entry["index"], entry["epoch"], test.accuracy,
+                           wm[:, METRICS.index("local_acc")], wm[:, METRICS.index("averaged_acc")])
+        if self.board is not None:
+            metrics = {name: wm[:, m] for m, name in enumerate(METRICS) if not name.endswith("_seconds")}
+            self.board.write(entry["step"], row_scalars(dict(metrics, test_acc=test.accuracy,
+                                                             test_loss=test.loss)))
+
+    def _mi(self, row: int, values: dict) -> None:
+        for name, per_key in values.items():
+            self.writer.write_mi(row, name, per_key)
+        name, per_key = next(iter(values.items()))
+        self.console.mi(f"I(Z;Y) {name} local {np.mean(per_key['zy_local']):.2f} "
+                        f"averaged {np.mean(per_key['zy_averaged']):.2f} nats")
+        if self.board is not None:
+            self.board.write(self.steps[row], row_scalars({}, values))
