@@ -95,4 +95,13 @@ def mutual_information(a: BinnedSide, b: BinnedSide, params: BinningParams) -> f
     return c.plugin_mi(a.codes, b.codes)
 
 
-c.ESTIMATORS.register(NAME, BinningParams)(c.Estimator(prepare_side, mutual_information))
+def describe(params: BinningParams) -> dict:
+    rng = "the layer's [min, max]" if params.range_mode == "global" else "each unit's [min, max]"
+    binned = f"Z cut into {params.bins} equal bins over {rng}"
+    xz = (f"H(B(Z)), plug-in entropy of the bin patterns of {binned} (each input its own symbol); <= ln N"
+          if params.a_distinct else f"plug-in MI of the bin patterns of X and of {binned}")
+    return {"xz": xz, "zy": f"plug-in MI of the bin patterns of {binned} and Y; = H(Y) when every pattern is unique",
+            "xz_kind": "estimate", "zy_kind": "estimate", "bins": int(params.bins)}
+
+
+c.ESTIMATORS.register(NAME, BinningParams)(c.Estimator(prepare_side, mutual_information, describe))

@@ -191,4 +191,15 @@ def mutual_information(a: EdgeSide, b: EdgeSide, params: EdgeParams) -> float:
     return float(w @ values)
 
 
-c.ESTIMATORS.register(NAME, EdgeParams)(c.Estimator(prepare_side, mutual_information))
+def describe(params: EdgeParams) -> dict:
+    cells = f"~{params.cells_scale:g}*N^{params.cells_exponent:g} occupied cells per side"
+    quant = (f"EDGE's quantisation (standardize, random projection to floor(log2(N/10)) axes when wider, "
+             f"grid cells of width gamma={params.gamma:g} x [{params.t_min:g}, {params.t_max:g}] x eps0, {cells})")
+    return {"xz": f"plug-in MI of the cells of X and of Z under {quant}, {params.combine} over L={params.L}; "
+                  "<= ln(cells)",
+            "zy": f"plug-in MI of the cells of Z and Y under {quant}, {params.combine} over L={params.L}",
+            "xz_kind": "estimate", "zy_kind": "estimate",
+            "cells_per_side": f"{params.cells_scale:g}*N^{params.cells_exponent:g}"}
+
+
+c.ESTIMATORS.register(NAME, EdgeParams)(c.Estimator(prepare_side, mutual_information, describe))

@@ -129,4 +129,13 @@ def mutual_information(a: KsgSide, b: KsgSide, params: KsgParams) -> float:
     return float(digamma(k) + digamma(n) - np.mean(digamma(n_a) + digamma(n_b)))
 
 
-c.ESTIMATORS.register(NAME, KsgParams)(c.Estimator(prepare_side, mutual_information))
+def describe(params: KsgParams) -> dict:
+    return {"xz": (f"KSG k-NN estimate (k={params.k}, max-norm, standardized sides, jitter {params.jitter:g} std) "
+                   "of I(X;Z) as if (X,Z) had a joint density; for deterministic Z = f(X) the true value is "
+                   "infinite and the number reflects k, N and the jitter"),
+            "zy": (f"Ross (2014) mixed k-NN estimate (k={params.k}) of I(Z;Y) on standardized Z; "
+                   "biased low in high dimension"),
+            "xz_kind": "estimate", "zy_kind": "estimate", "k": int(params.k)}
+
+
+c.ESTIMATORS.register(NAME, KsgParams)(c.Estimator(prepare_side, mutual_information, describe))
