@@ -73,9 +73,9 @@ NAME = "decoder"
 
 # L-BFGS stops when the relative decrease of the objective falls below _FTOL
 # (scipy's `ftol`) or the largest preconditioned gradient entry below _GTOL.
-# Tightening _GTOL to 1e-4 doubled the time and moved the estimate by 3e-4
-# nats on the LeNet activations of benchmarks/mi_accuracy.py (standard
-# error there: 0.02).
+# Tightening _GTOL to 1e-4 doubled the time and moved the estimate by at most
+# 3e-4 nats on two of the LeNet snapshots of benchmarks/mi_accuracy.py
+# (standard error there: 0.02).
 _FTOL = 1e-8
 _GTOL = 1e-3
 
@@ -96,6 +96,20 @@ class DecoderParams:
         c.check_positive_grid(NAME, "l2_grid", self.l2_grid)
         c.check_int(NAME, "seed", self.seed, 0)
         c.check_int(NAME, "max_iter", self.max_iter, 1)
+
+
+_TRANSFORMS = ("standardize", "quantile", "auto")
+
+# Every scored probability is mixed with the training labels' frequencies:
+# q' = (1 - _PRIOR_MIX) q + _PRIOR_MIX p_train.  q' is as valid a decoder as q
+# (fitted on training examples only) and costs at most -ln(1 - 1e-3) = 0.001
+# nats, but a held-out example far outside the training range can no longer
+# send its ln q, and the estimate, towards -infinity.  With it and the
+# clipping of InputMap, the LeNet activations after 200 training steps gave
+# 0.408 +- 0.019 nats instead of 0.369 +- 0.037 (a few examples with huge
+# log-losses); an early quantile-map prototype without either gave -3e12.
+_PRIOR_MIX = 1e-3
+_PATIENCE = 1  # grid values scoring below the best before a fold stops walking (2 gave equal results)
 
 
 # ----- the pieces, shared with decoder_mlp -------------------------------------
@@ -122,18 +136,6 @@ def stratified_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int) 
     fold = np.empty(labels.shape[0], dtype=np.int64)
     fold[order] = np.arange(labels.shape[0]) % folds
     return fold
-
-
-_TRANSFORMS = ("standardize", "quantile", "auto")
-
-# Every scored probability is mixed with the training labels' frequencies:
-# q' = (1 - _PRIOR_MIX) q + _PRIOR_MIX p_train.  q' is as valid a decoder as q
-# (fitted on training examples only) and costs at most -ln(1 - 1e-3) = 0.001
-# nats, but one example far outside the training range can no longer send
-# its ln q to -1e12 and the estimate with it (seen on early-training LeNet
-# activations, where a nearly dead unit fires in a held-out example).
-_PRIOR_MIX = 1e-3
-_PATIENCE = 1  # grid values below the best before a fold stops walking (2 gave equal results)
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,7 +183,7 @@ class InputMap:
 def _own_mid_ranks(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mid-rank (n, D) of every entry of z within its column, and the sorted columns (D, n)."""
     z_t = np.ascontiguousarray(z.T)  # (D, n): sorts and scans run along contiguous rows
-    order = np.argsort(z_t, axis=1, kind="stable")
+    order = np.argsort(z_t, axis=1)  # ties are grouped by the scan below, so any sort order of equal values works
     s = np.take_along_axis(z_t, order, axis=1)
     n = s.shape[1]
     pos = np.arange(n)
@@ -347,7 +349,7 @@ def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, see
     d = z.shape[1]
     pairs = list(itertools.combinations(range(folds), 2))
     held = [fold == g for g in range(folds)]
-    candidates = []  # (inner-CV score, family index, grid index) per outer fold
+    candidates = []  # (inner-CV score, family index, grid index, outer fold)
     fitted: dict[tuple, object] = {}  # (family, f, g, grid index) -> model
     sets: dict[tuple, TrainingSet] = {}
     for m, family in enumerate(families):
@@ -358,7 +360,7 @@ def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, see
                 sets[key] = training_set(z[train], labels[train], n_classes, family.transform)
         current = {p: family.initial(d, n_classes) for p in pairs}
         best = np.full(folds, -np.inf)
-        misses = np.zeros(folds, dtype=np.int64)  # consecutive grid values below the best
+        misses = np.zeros(folds, dtype=np.int64)  # grid values in a row scoring below the best
         active = np.ones(folds, dtype=bool)
         for j, alpha in enumerate(family.grid):
             if not active.any():
