@@ -48,7 +48,7 @@ class DecoderMlpParams:
 
     folds: int = 5  # outer folds F, as the linear decoder
     hidden: int = 32  # tanh units of the hidden layer
-    l2_grid: tuple[float, ...] = (100.0, 30.0, 10.0, 3.0, 1.0)  # alpha candidates (prior precision)
+    l2_grid: tuple[float, ...] = (1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0)  # alpha candidates (prior precision)
     transform: str = "standardize"  # input map, as decoder.transform ("auto" doubles the cost)
     seed: int = 0  # seeds the folds and the initial W1
     max_iter: int = 300  # L-BFGS iterations per fit (a cap, not a tuned early stop)
