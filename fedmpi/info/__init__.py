@@ -74,6 +74,10 @@ def resolve_params(name: str, params=None, **overrides):
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(f"unknown {name} parameter(s) {unknown}; allowed: {sorted(fields)}")
+        # A list for a tuple field (from YAML or a command line) becomes a tuple: params stay hashable.
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        overrides = {k: tuple(v) if isinstance(v, list) and isinstance(defaults[k], tuple) else v
+                     for k, v in overrides.items()}
         params = dataclasses.replace(params, **overrides)
     params.check()
     return params
