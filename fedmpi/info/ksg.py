@@ -30,6 +30,12 @@ fedmpi's KSG computes, on N samples:
 - Both sides labels: the plug-in MI of the two label vectors.
 
 Neighbour searches are exact (``scipy.spatial.cKDTree`` with p = inf).
+
+What the numbers are (:func:`describe`): consistent estimates when the pair
+has a joint density.  For I(X;Z) with Z = f(X) it has none (the true value
+is infinite), so the number reflects k, N and the jitter.  For I(Z;Y) k-NN
+estimates are biased low in high dimension: on the 84-d validation cases of
+docs/mutual-information.md, 0.19-1.21 nats low at N = 2,000.
 """
 
 from __future__ import annotations
