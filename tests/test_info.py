@@ -197,7 +197,11 @@ def test_invertible_map_keeps_label_mi(name, tol):
 def test_labels_labels_is_plugin_mi_for_all():
     y = np.repeat(np.arange(4), 50)
     for name in ESTIMATORS:
-        assert estimate(name, y, y) == pytest.approx(np.log(4), abs=1e-12)
+        if info.XZ in info.pairs(name):
+            assert estimate(name, y, y) == pytest.approx(np.log(4), abs=1e-12)
+        else:  # the decoders take a float Z and labels, nothing else
+            with pytest.raises(ValueError, match=rf"{name} estimates I\(Z;Y\) only"):
+                estimate(name, y, y)
 
 
 # ----- contract: prepare, determinism, RNG, mutation, validation --------------
@@ -209,10 +213,12 @@ def test_prepare_equals_raw(name):
     x = rng.random((600, 64)).astype(np.float32)
     z = np.tanh(x[:, :12] - 0.5)
     y = rng.integers(0, 10, 600)
-    p = prepare(name, x)
-    assert estimate(name, p, z) == estimate(name, x, z)
-    pz = prepare(name, z, seed=3) if name in ("edge", "ksg") else prepare(name, z)
-    kw = {"seed": 3} if name in ("edge", "ksg") else {}
+    if info.XZ in info.pairs(name):
+        p = prepare(name, x)
+        assert estimate(name, p, z) == estimate(name, x, z)
+    seeded = "seed" in {f.name for f in dataclasses.fields(ESTIMATORS[name].params)}
+    pz = prepare(name, z, seed=3) if seeded else prepare(name, z)
+    kw = {"seed": 3} if seeded else {}
     assert estimate(name, pz, y, **kw) == estimate(name, z, y, **kw)
 
 
@@ -236,8 +242,9 @@ def test_deterministic_no_global_rng_no_mutation(name):
     y = rng.integers(0, 10, 500)
     copies = [x.copy(), z.copy(), y.copy()]
     np_state, torch_state = np.random.get_state(), torch.get_rng_state()
-    first = [estimate(name, x, z), estimate(name, z, y)]
-    second = [estimate(name, x, z), estimate(name, z, y)]
+    pairs = [(x, z), (z, y)] if info.XZ in info.pairs(name) else [(z, y)]
+    first = [estimate(name, a, b) for a, b in pairs]
+    second = [estimate(name, a, b) for a, b in pairs]
     assert first == second
     after = np.random.get_state()
     assert all(np.array_equal(u, v) for u, v in zip(np_state[1:2], after[1:2]))
@@ -267,14 +274,51 @@ def test_bad_name_lists_estimators():
     ("edge", "gamma", 0.0), ("edge", "L", 0), ("edge", "U", -1.0), ("edge", "combine", "mode"),
     ("edge", "t_max", 0.1), ("edge", "seed", -1), ("edge", "cells_scale", float("nan")),
     ("binning", "bins", 0), ("binning", "range_mode", "local"), ("binning", "a_distinct", "yes"),
-    ("kde", "sigma2", 0.0),
+    ("kde", "sigma2", 0.0), ("kde", "bound", "both"),
+    ("decoder", "folds", 2), ("decoder", "l2_grid", ()), ("decoder", "l2_grid", (1.0, -1.0)),
+    ("decoder", "l2_grid", (1.0, 1.0)), ("decoder", "transform", "rank"), ("decoder", "max_iter", 0),
+    ("decoder_mlp", "hidden", 0), ("decoder_mlp", "folds", 1), ("decoder_mlp", "l2_grid", (float("inf"),)),
 ])
 def test_bad_params_name_the_field(name, field, bad):
     x = np.zeros((10, 1))
-    with pytest.raises(ValueError, match=rf"{name}\.{field}"):
+    with pytest.raises(ValueError, match=rf"\b{name}\.{field}"):
         estimate(name, x, x, **{field: bad})
     with pytest.raises(ValueError, match=rf"{name}\.{field}"):
         dataclasses.replace(ESTIMATORS[name].params(), **{field: bad}).check()
+
+
+def test_describe_is_flat_and_says_what_is_measured():
+    for name in ESTIMATORS:
+        d = info.describe(name)
+        assert d["estimator"] == name and d["units"] == "nats"
+        assert {"xz", "zy", "xz_kind", "zy_kind"} <= set(d)
+        assert d["xz_kind"] in ("estimate", "lower_bound", "upper_bound", "none")
+        assert d["zy_kind"] in ("estimate", "lower_bound", "upper_bound", "none")
+        assert all(isinstance(v, (str, int, float)) for v in d.values())
+        assert (d["xz_kind"] == "none") == (info.XZ not in info.pairs(name))
+    assert info.describe("kde", sigma2=0.25)["noise_sigma"] == pytest.approx(0.5)
+    assert info.describe("kde", bound="lower")["xz_kind"] == "lower_bound"
+    assert info.describe("decoder")["zy_kind"] == "lower_bound"
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_estimate_with_error_value_equals_estimate(name):
+    rng = np.random.default_rng(23)
+    z = rng.standard_normal((300, 4)) + np.repeat(np.eye(4)[:3], 100, axis=0)
+    y = np.repeat(np.arange(3), 100)
+    kw = {"max_iter": 30} if name == "decoder_mlp" else {}
+    value, stderr = info.estimate_with_error(name, z, y, **kw)
+    assert value == estimate(name, z, y, **kw)
+    if name.startswith("decoder"):
+        assert 0.0 < stderr < 0.1
+    else:
+        assert np.isnan(stderr)
+
+
+def test_list_override_of_a_tuple_field_becomes_a_tuple():
+    p = info.resolve_params("decoder", l2_grid=[10, 1.0])
+    assert p.l2_grid == (10, 1.0) and isinstance(p.l2_grid, tuple)
+    hash(p)
 
 
 def test_unknown_override_and_wrong_params_type():
@@ -299,3 +343,40 @@ def test_params_defaults_are_trace_friendly_and_frozen():
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError, match="same number of samples"):
         estimate("kde", np.zeros((10, 2)), np.zeros((11, 2)))
+
+
+# ----- KDE: the Bhattacharyya/KL bracket of the noisy representation ------------
+
+
+def test_kde_two_point_bounds_exact():
+    # Two points at distance 2, sigma2 = 0.5: KL distance 4 / (2 * 0.5) = 4, Bhattacharyya 4 / (8 * 0.5) = 1.
+    # B = -(1/2) sum_i ln((1 + e^-D) / 2) = ln 2 - ln(1 + e^-D): upper 0.674838, lower 0.379885.
+    x = np.zeros((2, 1))
+    z = np.array([[0.0], [2.0]])
+    assert estimate("kde", x, z, sigma2=0.5) == pytest.approx(np.log(2) - np.log1p(np.exp(-4.0)), abs=1e-12)
+    assert estimate("kde", x, z, sigma2=0.5, bound="upper") == estimate("kde", x, z, sigma2=0.5)
+    assert estimate("kde", x, z, sigma2=0.5, bound="lower") == pytest.approx(np.log(2) - np.log1p(np.exp(-1.0)),
+                                                                              abs=1e-12)
+
+
+def test_kde_lower_and_upper_bracket_the_monte_carlo_truth():
+    # T = z_I + N(0, s2 I), I uniform over 6 points with labels; I(X;T) = H(T) - H(noise) and
+    # I(T;Y) = H(T) - H(T|Y) by Monte Carlo over 50,000 draws of T (the mixture densities are exact).
+    rng = np.random.default_rng(30)
+    z = rng.standard_normal((6, 2)) * 1.5
+    y = np.array([0, 0, 1, 1, 2, 2])
+    s2 = 0.5
+    draw = rng.integers(0, 6, 50_000)
+    t = z[draw] + np.sqrt(s2) * rng.standard_normal((50_000, 2))
+    log_comp = -((t[:, None, :] - z[None]) ** 2).sum(-1) / (2 * s2) - np.log(2 * np.pi * s2)  # (M, 6)
+    log_mix = logsumexp(log_comp, axis=1) - np.log(6)
+    h_noise = np.log(2 * np.pi * np.e * s2)
+    ixt = -log_mix.mean() - h_noise
+    log_cond = np.stack([logsumexp(log_comp[:, y == c], axis=1) - np.log(2) for c in range(3)], 1)
+    ity = float(np.mean(log_cond[np.arange(len(draw)), y[draw]] - log_mix))
+    x = np.zeros((6, 1))
+    lo_x, hi_x = estimate("kde", x, z, sigma2=s2, bound="lower"), estimate("kde", x, z, sigma2=s2, bound="upper")
+    lo_y, hi_y = estimate("kde", z, y, sigma2=s2, bound="lower"), estimate("kde", z, y, sigma2=s2, bound="upper")
+    mc_se = 0.02  # both MC truths have standard errors below 0.007 at 50,000 draws
+    assert lo_x - mc_se < ixt < hi_x + mc_se and lo_x < hi_x
+    assert lo_y - mc_se < ity < hi_y + mc_se and lo_y < hi_y

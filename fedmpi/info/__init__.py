@@ -1,22 +1,31 @@
-"""Mutual-information estimators for I(X;Z) and I(Z;Y), results in nats.
+"""Mutual-information estimators and bounds for I(X;Z) and I(Z;Y), results in nats.
 
 Adilova, Rosenzweig, Kamp, "Information-theoretic perspective of federated
 learning" (2019) measure, at each aggregation, the MI between the inputs X and
 the last hidden representation Z, and between Z and the labels Y, with EDGE
 (Noshad et al., ICASSP 2019).  fedmpi offers these estimators, one module
-each, registered by name in
-``ESTIMATORS`` (a new estimator is one module that registers itself plus its
-import below):
+each, registered by name in ``ESTIMATORS`` (a new estimator is one module that
+registers itself plus its import below):
 
 - ``edge``    -- :mod:`fedmpi.info.edge`, hashing/dependence-graph ensemble.
 - ``ksg``     -- :mod:`fedmpi.info.ksg`, Kraskov-Stoegbauer-Grassberger k-NN.
 - ``binning`` -- :mod:`fedmpi.info.binning`, Shwartz-Ziv & Tishby binning.
-- ``kde``     -- :mod:`fedmpi.info.kde`, Kolchinsky-Tracey pairwise-KL bound.
+- ``kde``     -- :mod:`fedmpi.info.kde`, Kolchinsky-Tracey pairwise bounds on
+  the MI of Z + Gaussian noise.
+- ``decoder`` -- :mod:`fedmpi.info.decoder`, cross-fitted variational lower
+  bound H(Y) - CE with a logistic-regression decoder (I(Z;Y) only).
+- ``decoder_mlp`` -- :mod:`fedmpi.info.decoder_mlp`, the same with a
+  one-hidden-layer MLP decoder (I(Z;Y) only; slower).
+
+:mod:`fedmpi.info.bounds` holds the bounds that need no estimator: H(Y), the
+Fano bound from a classifier's errors, H(Y) - CE from a model's own
+log-probabilities, and a check of an estimate against [Fano, H(Y)].
 
 Convention: ``estimate(name, a, b)`` with ``a`` the input side (X, or Z when
 b is labels) and ``b`` the representation or labels.  A 1-D integer array is a
 label vector; any other array is samples along axis 0, flattened to (N, d).
-See docs/mutual-information.md for the exact formulas.
+``describe(name, params)`` says in words what the two numbers of an
+estimator are.  See docs/mutual-information.md for the exact formulas.
 """
 
 from __future__ import annotations
@@ -24,11 +33,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ._common import ESTIMATORS, as_side
+from ._common import ESTIMATORS, XZ, ZY, Estimate, as_side, pair_kind
 # Each module registers itself in ESTIMATORS; this order is the order users see.
-from . import edge, ksg, binning, kde  # noqa: F401,I001
+from . import edge, ksg, binning, kde, decoder, decoder_mlp  # noqa: F401,I001
+from . import bounds  # noqa: F401,I001
 
-__all__ = ["ESTIMATORS", "Prepared", "estimate", "prepare", "resolve_params"]
+__all__ = ["ESTIMATORS", "XZ", "ZY", "Estimate", "Prepared", "bounds", "describe", "estimate",
+           "estimate_with_error", "pairs", "prepare", "resolve_params"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +74,10 @@ def resolve_params(name: str, params=None, **overrides):
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(f"unknown {name} parameter(s) {unknown}; allowed: {sorted(fields)}")
+        # A list for a tuple field (from YAML or a command line) becomes a tuple: params stay hashable.
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        overrides = {k: tuple(v) if isinstance(v, list) and isinstance(defaults[k], tuple) else v
+                     for k, v in overrides.items()}
         params = dataclasses.replace(params, **overrides)
     params.check()
     return params
@@ -83,15 +98,7 @@ def prepare(name: str, a, params=None, **overrides) -> Prepared:
     return _prepare(name, a, params, position=0)
 
 
-def estimate(name: str, a, b, params=None, **overrides) -> float:
-    """I(a; b) in nats with estimator ``name``.
-
-    ``a``: float array (N, ...) , integer labels (N,), or a :class:`Prepared`
-    from :func:`prepare` with the same estimator and parameters.  ``b``: float
-    array (N, ...) or integer labels (N,).  Inputs are never modified and the
-    global RNG is never used.
-    """
-    params = resolve_params(name, params, **overrides)
+def _prepared_pair(name: str, a, b, params) -> tuple[Prepared, Prepared]:
     if isinstance(a, Prepared):
         if a.estimator != name:
             raise ValueError(f"prepared input was made by estimator {a.estimator!r}, not {name!r}")
@@ -105,4 +112,57 @@ def estimate(name: str, a, b, params=None, **overrides) -> float:
     pb = _prepare(name, b, params, position=1)
     if pa.n != pb.n:
         raise ValueError(f"a and b must have the same number of samples, got {pa.n} and {pb.n}")
+    return pa, pb
+
+
+def estimate(name: str, a, b, params=None, **overrides) -> float:
+    """I(a; b) in nats with estimator ``name``.
+
+    ``a``: float array (N, ...) , integer labels (N,), or a :class:`Prepared`
+    from :func:`prepare` with the same estimator and parameters.  ``b``: float
+    array (N, ...) or integer labels (N,).  Inputs are never modified and the
+    global RNG is never used.  An estimator asked for a pair it does not
+    estimate (``decoder`` for I(X;Z)) raises ValueError saying so.
+    """
+    params = resolve_params(name, params, **overrides)
+    pa, pb = _prepared_pair(name, a, b, params)
     return float(_entry(name).impl.mutual_information(pa.side, pb.side, params))
+
+
+def estimate_with_error(name: str, a, b, params=None, **overrides) -> Estimate:
+    """``(value, stderr)`` in nats: :func:`estimate` and its standard error.
+
+    ``value`` equals ``estimate(name, a, b, params)`` exactly.  ``stderr`` is
+    NaN for estimators that have none (edge, ksg, binning, kde); for the
+    decoders it is the standard error over the examples described in
+    :mod:`fedmpi.info.decoder`.
+    """
+    params = resolve_params(name, params, **overrides)
+    pa, pb = _prepared_pair(name, a, b, params)
+    impl = _entry(name).impl
+    if impl.with_error is None:
+        return Estimate(float(impl.mutual_information(pa.side, pb.side, params)), float("nan"))
+    value, stderr = impl.with_error(pa.side, pb.side, params)
+    return Estimate(float(value), float(stderr))
+
+
+def pairs(name: str) -> tuple[str, ...]:
+    """Which pairs ``name`` estimates: a subset of (XZ, ZY) = ("xz", "zy")."""
+    return tuple(_entry(name).impl.pairs)
+
+
+def describe(name: str, params=None, **overrides) -> dict:
+    """What estimator ``name`` with these parameters actually measures.
+
+    Returns a flat dict of str/float values (fit for HDF5 attributes):
+    ``"xz"`` and ``"zy"``: one-sentence statements of the quantity returned
+    for I(X;Z) and for I(Z;Y); ``"xz_kind"``, ``"zy_kind"``: one of
+    "estimate" (of the quantity stated), "lower_bound", "upper_bound",
+    "none" (not estimated); plus estimator-specific numbers such as
+    ``"noise_sigma"`` (kde) or ``"bins"`` (binning).
+    """
+    params = resolve_params(name, params, **overrides)
+    out = dict(_entry(name).impl.describe(params))
+    out["estimator"] = name
+    out["units"] = "nats"
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -21,17 +21,38 @@ FLOAT = "float"
 LABELS = "labels"
 
 
+XZ = "xz"  # a pair of two float sides: I(X;Z)
+ZY = "zy"  # a float side and a label side: I(Z;Y)
+
+
+class Estimate(NamedTuple):
+    """An estimate in nats and its standard error (NaN where the estimator gives none)."""
+
+    value: float
+    stderr: float
+
+
 @dataclass(frozen=True)
 class Estimator:
     """What an estimator module registers: how it prepares one side, how it combines two.
 
-    `prepare_side(side, params, position) -> prepared` (position 0 for the
-    first argument of `estimate`, 1 for the second) and
-    `mutual_information(prepared_a, prepared_b, params) -> nats`.
+    - `prepare_side(side, params, position) -> prepared` (position 0 for the
+      first argument of `estimate`, 1 for the second);
+    - `mutual_information(prepared_a, prepared_b, params) -> nats`;
+    - `describe(params) -> {"xz": str, "zy": str, "xz_kind": str, "zy_kind": str, ...}`:
+      what the two numbers it returns actually are, in words short enough
+      for a trace attribute or a plot label (see :func:`fedmpi.info.describe`);
+    - `with_error(prepared_a, prepared_b, params) -> Estimate`, or None when
+      the estimator has no standard error (then `estimate_with_error` gives NaN);
+    - `pairs`: which pairs it accepts, a subset of (XZ, ZY); asking for
+      another raises ValueError naming the estimator.
     """
 
     prepare_side: Callable[[Any, Any, int], Any]
     mutual_information: Callable[[Any, Any, Any], float]
+    describe: Callable[[Any], dict]
+    with_error: Callable[[Any, Any, Any], Estimate] | None = None
+    pairs: tuple[str, ...] = (XZ, ZY)
 
 
 ESTIMATORS: Registry[Estimator] = Registry("MI estimator")
@@ -49,6 +70,7 @@ class Side:
     kind: str  # FLOAT or LABELS
     values: np.ndarray  # (N, d) float64 or (N,) int64
     n_classes: int  # K for labels, 0 for float data
+    classes: np.ndarray | None = None  # (K,) the label values behind codes 0..K-1; None for float data
 
     @property
     def n(self) -> int:
@@ -68,9 +90,9 @@ def as_side(x) -> Side:
     if arr.shape[0] < 2:
         raise ValueError(f"MI input needs at least 2 samples, got {arr.shape[0]}")
     if arr.ndim == 1 and (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-        _, codes = np.unique(arr, return_inverse=True)
+        classes, codes = np.unique(arr, return_inverse=True)
         codes = codes.astype(np.int64).reshape(-1)
-        return Side(LABELS, codes, int(codes.max()) + 1)
+        return Side(LABELS, codes, int(codes.max()) + 1, classes)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ValueError(f"MI input must be numeric, got dtype {arr.dtype}")
     values = arr.reshape(arr.shape[0], -1).astype(np.float64, copy=False)
@@ -133,6 +155,15 @@ def plugin_mi(codes_a: np.ndarray, codes_b: np.ndarray) -> float:
     return entropy_of_codes(codes_a) + entropy_of_codes(codes_b) - entropy_of_codes(joint)
 
 
+def pair_kind(kind_a: str, kind_b: str) -> str:
+    """XZ for two float sides, ZY for one float and one label side, "yy" for two label sides."""
+    if kind_a == FLOAT and kind_b == FLOAT:
+        return XZ
+    if kind_a == LABELS and kind_b == LABELS:
+        return "yy"
+    return ZY
+
+
 def conditional_split(labels: np.ndarray, n_classes: int) -> list[np.ndarray]:
     """Indices of the samples of each label, in label order (empty labels dropped)."""
     order = np.argsort(labels, kind="stable")
@@ -172,3 +203,13 @@ def check_choice(est: str, field: str, value, choices: tuple) -> None:
 def check_bool(est: str, field: str, value) -> None:
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{est}.{field} must be true or false, got {value!r}")
+
+
+def check_positive_grid(est: str, field: str, value) -> None:
+    """A non-empty tuple of distinct finite numbers > 0."""
+    ok = isinstance(value, tuple) and len(value) >= 1
+    ok = ok and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                    and math.isfinite(float(v)) and float(v) > 0 for v in value)
+    ok = ok and len(set(float(v) for v in value)) == len(value)
+    if not ok:
+        raise ValueError(f"{est}.{field} must be a non-empty list of distinct finite numbers > 0, got {value!r}")

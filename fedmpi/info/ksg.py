@@ -30,6 +30,12 @@ fedmpi's KSG computes, on N samples:
 - Both sides labels: the plug-in MI of the two label vectors.
 
 Neighbour searches are exact (``scipy.spatial.cKDTree`` with p = inf).
+
+What the numbers are (:func:`describe`): consistent estimates when the pair
+has a joint density.  For I(X;Z) with Z = f(X) it has none (the true value
+is infinite), so the number reflects k, N and the jitter.  For I(Z;Y) k-NN
+estimates are biased low in high dimension: on the 84-d validation cases of
+docs/mutual-information.md, 0.19-1.21 nats low at N = 2,000.
 """
 
 from __future__ import annotations
@@ -129,4 +135,13 @@ def mutual_information(a: KsgSide, b: KsgSide, params: KsgParams) -> float:
     return float(digamma(k) + digamma(n) - np.mean(digamma(n_a) + digamma(n_b)))
 
 
-c.ESTIMATORS.register(NAME, KsgParams)(c.Estimator(prepare_side, mutual_information))
+def describe(params: KsgParams) -> dict:
+    return {"xz": (f"KSG k-NN estimate (k={params.k}, max-norm, standardized sides, jitter {params.jitter:g} std) "
+                   "of I(X;Z) as if (X,Z) had a joint density; for deterministic Z = f(X) the true value is "
+                   "infinite and the number reflects k, N and the jitter"),
+            "zy": (f"Ross (2014) mixed k-NN estimate (k={params.k}) of I(Z;Y) on standardized Z; "
+                   "biased low in high dimension"),
+            "xz_kind": "estimate", "zy_kind": "estimate", "k": int(params.k)}
+
+
+c.ESTIMATORS.register(NAME, KsgParams)(c.Estimator(prepare_side, mutual_information, describe))

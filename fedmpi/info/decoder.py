@@ -1,0 +1,458 @@
+"""Cross-fitted variational lower bound on I(Z;Y): a logistic-regression decoder, in nats.
+
+Barber & Agakov, "The IM algorithm: a variational approach to information
+maximization" (NIPS 2003): for any model q(y|z),
+I(Z;Y) >= H(Y) + E log q(Y|Z).  Adilova, Geiger & Fischer (ICLR 2023) plot
+this bound, H(Y) - CE, in place of the EDGE estimates of Adilova et al.
+(2019).  fedmpi's ``decoder`` computes, on N examples (Z, Y) with K classes:
+
+1. **Folds.** The examples are split into F = ``folds`` folds, stratified by
+   label (each class's examples, in an order drawn from
+   ``default_rng([seed, 2])``, are dealt round-robin, classes one after the
+   other).  Every class needs at least F examples (ValueError otherwise,
+   naming the class and all counts).
+2. **Inputs.** Z is mapped with statistics of the training examples only:
+   ``transform="standardize"``: x = (z - mean) / std (constant columns
+   divided by 1); ``"quantile"``: each unit through its training mid-ranks
+   and the normal quantile function, then standardized (invariant to any
+   increasing map of a unit); ``"auto"`` (default): both, the inner CV of
+   step 4 picks one per fold.  Mapped values of held-out examples are
+   clipped to the training range of each column.
+3. **Models.** q is multinomial logistic regression, logits = W^T x + b,
+   fitted by minimising sum_i -ln q(y_i|x_i) + (alpha / 2) ||W||^2 (alpha a
+   prior precision, the same meaning at any N; b unpenalised) with L-BFGS
+   (scipy, preconditioned).  Every probability scored is
+   q' = (1 - 1e-3) q + 1e-3 p_train (p_train the training label
+   frequencies): still a decoder fitted on training examples only, at most
+   0.001 nats worse than q, and one held-out example far outside the
+   training range can no longer drive the estimate to -infinity.
+4. **Inner cross-validation.** For test fold f, (transform, alpha) is
+   chosen from the transforms and ``l2_grid`` by (F-1)-fold cross-validation
+   inside the training folds, whose inner folds are the other outer folds
+   g != f: the model for the inner split (f, g) is fitted on the folds other
+   than f and g and scored on g.  That model sees neither f nor g, so it
+   serves the inner split (g, f) too: C(F, 2) fits per grid value instead of
+   F (F - 1).  The grid is walked from the strongest alpha to the weakest,
+   each fit starting from the previous one; an outer fold stops walking at
+   the first grid value that scores below its best (the inner score is
+   unimodal in practice; the weak-alpha fits are the slow ones).
+5. **Scoring.** The model for f is refitted on all folds but f with the
+   chosen (transform, alpha) and scores fold f: every example gets
+   ln q'(y_i|z_i) exactly once, from a model that never saw it.
+6. **Estimate.** H(Y) - CE = mean_i (ln q'(y_i|z_i) - ln p_{y_i}), p the
+   label frequencies of all N, and its standard error over the N
+   per-example terms (:func:`fedmpi.info.bounds.variational_bound`).  Not
+   clipped at 0: labels independent of Z give a small negative value.
+
+What the standard error covers: the sampling of the N examples, with the
+fitted models treated as fixed (the usual cross-validation standard error;
+Bayle et al., "Cross-validation confidence intervals for test error",
+NeurIPS 2020, show it is asymptotically valid for stable learners).  It does
+not cover the bound's gap to I(Z;Y) (the KL from the true posterior to q,
+plus the excess loss of a model fitted on (F-1)/F of the data, which makes
+the estimate low, never high, in expectation), nor the fold split.
+
+The value depends only on (Z, Y, params): no global RNG, inputs untouched.
+It estimates I(Z;Y) only; I(X;Z) of two float sides raises ValueError.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import ndtri
+
+from . import _common as c
+from .bounds import variational_bound
+
+NAME = "decoder"
+
+# L-BFGS stops when the relative decrease of the objective falls below _FTOL
+# (scipy's `ftol`) or the largest preconditioned gradient entry below _GTOL.
+# Tightening _GTOL to 1e-4 doubled the time and moved the estimate by at most
+# 3e-4 nats on two of the LeNet snapshots of benchmarks/mi_accuracy.py
+# (standard error there: 0.02).
+_FTOL = 1e-8
+_GTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class DecoderParams:
+    """Decoder parameters; stored in the trace with every estimate."""
+
+    folds: int = 5  # outer folds F; each model is fitted on (F-1)/F of the examples
+    l2_grid: tuple[float, ...] = (1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1)  # alpha candidates
+    transform: str = "auto"  # input map: "standardize", "quantile", or "auto" (inner CV picks per fold; 2x time)
+    seed: int = 0  # seeds the fold assignment
+    max_iter: int = 500  # L-BFGS iterations per fit (any model gives a valid bound)
+
+    def check(self) -> None:
+        c.check_int(NAME, "folds", self.folds, 3)
+        c.check_choice(NAME, "transform", self.transform, _TRANSFORMS)
+        c.check_positive_grid(NAME, "l2_grid", self.l2_grid)
+        c.check_int(NAME, "seed", self.seed, 0)
+        c.check_int(NAME, "max_iter", self.max_iter, 1)
+
+
+_TRANSFORMS = ("standardize", "quantile", "auto")
+
+# Every scored probability is mixed with the training labels' frequencies:
+# q' = (1 - _PRIOR_MIX) q + _PRIOR_MIX p_train.  q' is as valid a decoder as q
+# (fitted on training examples only) and costs at most -ln(1 - 1e-3) = 0.001
+# nats, but a held-out example far outside the training range can no longer
+# send its ln q, and the estimate, towards -infinity.  With it and the
+# clipping of InputMap, the LeNet activations after 200 training steps gave
+# 0.408 +- 0.019 nats instead of 0.369 +- 0.037 (a few examples with huge
+# log-losses); an early quantile-map prototype without either gave -3e12.
+_PRIOR_MIX = 1e-3
+_PATIENCE = 1  # grid values scoring below the best before a fold stops walking (2 gave equal results)
+
+
+# ----- the pieces, shared with decoder_mlp -------------------------------------
+
+
+def class_counts_message(est: str, side: c.Side, folds: int) -> str | None:
+    """The one-line error for a class with fewer than ``folds`` examples, or None."""
+    counts = np.bincount(side.values, minlength=side.n_classes)
+    rare = np.flatnonzero(counts < folds)
+    if rare.shape[0] == 0:
+        return None
+    names = side.classes if side.classes is not None else np.arange(side.n_classes)
+    listing = ", ".join(f"{names[k]}: {counts[k]}" for k in range(side.n_classes))
+    worst = int(rare[np.argmin(counts[rare])])
+    return (f"{est}: class {names[worst]} has {counts[worst]} example(s), fewer than {est}.folds = {folds} "
+            f"(each fold needs one of every class; class counts {{{listing}}}); "
+            "lower folds or use a larger probe")
+
+
+def stratified_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int) -> np.ndarray:
+    """Fold index (N,) int64 of each example: step 1 of the module docstring."""
+    rng = np.random.default_rng([seed, 2])
+    order = np.concatenate([rng.permutation(idx) for idx in c.conditional_split(labels, n_classes)])
+    fold = np.empty(labels.shape[0], dtype=np.int64)
+    fold[order] = np.arange(labels.shape[0]) % folds
+    return fold
+
+
+@dataclass(frozen=True, eq=False)
+class InputMap:
+    """Z -> x, fitted on a training set: the map of step 2.
+
+    ``standardize``: x = (z - mean) / std (std 0 -> 1).  ``quantile``: each
+    column goes through its training ranks, x = Phi^-1((r + 1/2) / (n + 1))
+    with r = #(training values < v) + #(training values == v) / 2 (ties
+    share a mid-rank; a ReLU unit's zeros all map to one value), then is
+    standardized; this makes the decoder invariant to any increasing map
+    of each unit.  Either way the mapped values of other examples are
+    clipped to the training range of each column, so a decoder is never
+    asked about values it was not fitted on.
+    """
+
+    kind: str  # "standardize" or "quantile"
+    sorted_t: np.ndarray | None  # (D, n) float64 training values, each row sorted; quantile only
+    mean: np.ndarray  # (D,) float64
+    std: np.ndarray  # (D,) float64
+    lo: np.ndarray  # (D,) float64, per-column range of the mapped training set
+    hi: np.ndarray
+
+    @classmethod
+    def fit(cls, z: np.ndarray, kind: str) -> tuple["InputMap", np.ndarray]:
+        """The map and the mapped training set x (n, D)."""
+        sorted_t = None
+        u = z
+        if kind == "quantile":
+            ranks, sorted_t = _own_mid_ranks(z)
+            u = ndtri((ranks + 0.5) / (z.shape[0] + 1))
+        std = u.std(axis=0)
+        std[std == 0.0] = 1.0
+        mean = u.mean(axis=0)
+        x = (u - mean) / std
+        return cls(kind, sorted_t, mean, std, x.min(axis=0), x.max(axis=0)), x
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        u = z
+        if self.sorted_t is not None:
+            u = ndtri((_mid_ranks_in(self.sorted_t, z) + 0.5) / (self.sorted_t.shape[1] + 1))
+        return np.clip((u - self.mean) / self.std, self.lo, self.hi)  # (n, D) float64, new array
+
+
+def _own_mid_ranks(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mid-rank (n, D) of every entry of z within its column, and the sorted columns (D, n)."""
+    z_t = np.ascontiguousarray(z.T)  # (D, n): sorts and scans run along contiguous rows
+    order = np.argsort(z_t, axis=1)  # ties are grouped by the scan below, so any sort order of equal values works
+    s = np.take_along_axis(z_t, order, axis=1)
+    n = s.shape[1]
+    pos = np.arange(n)
+    differs = s[:, 1:] != s[:, :-1]
+    starts = np.ones(s.shape, dtype=bool)
+    starts[:, 1:] = differs
+    ends = np.ones(s.shape, dtype=bool)
+    ends[:, :-1] = differs
+    below = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)  # #(values < v)
+    upto = np.minimum.accumulate(np.where(ends, pos + 1, n)[:, ::-1], axis=1)[:, ::-1]  # #(values <= v)
+    ranks = np.empty(s.shape)
+    np.put_along_axis(ranks, order, 0.5 * (below + upto), axis=1)
+    return ranks.T, s
+
+
+def _mid_ranks_in(sorted_t: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Mid-rank (m, D) of every entry of z among the sorted training column (D, n)."""
+    z_t = np.ascontiguousarray(z.T)  # (D, m)
+    order = np.argsort(z_t, axis=1)
+    q = np.take_along_axis(z_t, order, axis=1)  # sorted queries: searchsorted runs ~4x faster
+    counts = np.empty(q.shape)
+    for j in range(q.shape[0]):
+        counts[j] = np.searchsorted(sorted_t[j], q[j], "left") + np.searchsorted(sorted_t[j], q[j], "right")
+    ranks = np.empty(q.shape)
+    np.put_along_axis(ranks, order, 0.5 * counts, axis=1)
+    return ranks.T
+
+
+def log_softmax_true(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """ln softmax(logits)[i, y_i], logits (n, K) -> (n,) float64."""
+    top = logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    return logits[np.arange(labels.shape[0]), labels] - lse
+
+
+def mixed_log_prob(log_q: np.ndarray, labels: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
+    """ln((1 - _PRIOR_MIX) q + _PRIOR_MIX p_train) of the true labels (n,)."""
+    return np.logaddexp(math.log1p(-_PRIOR_MIX) + log_q, math.log(_PRIOR_MIX) + log_prior[labels])
+
+
+class SoftmaxProblem:
+    """One training set for penalised multinomial logistic regression (step 3).
+
+    x (n, D) is standardized, so its columns have mean 0 and the intercept
+    decouples from W in the curvature.  L-BFGS runs in preconditioned
+    coordinates V = P^(1/2) W with P = Cov(x) / K + (alpha / n) I, about
+    the curvature of the objective per example near uniform predictions:
+    the same minimiser, reached in about half the iterations on
+    correlated activations (measured).
+    """
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, n_classes: int):
+        self.n, self.d = x.shape
+        self.k = n_classes
+        # (D+1, n): a row of ones carries the intercept, so logits and both
+        # gradients are one matrix product each; reductions over classes run
+        # along axis 0 of the (K, n) logits.
+        self.x_t = np.empty((self.d + 1, self.n))
+        self.x_t[:self.d] = x.T
+        self.x_t[self.d] = 1.0
+        self.true_flat = labels * self.n + np.arange(self.n)  # flat indices of the true logits in (K, n)
+        self.onehot_t = np.zeros((n_classes, self.n))  # (K, n) float64
+        self.onehot_t[labels, np.arange(self.n)] = 1.0
+        eigval, self.eigvec = np.linalg.eigh(x.T @ x / self.n)  # Cov(x) = Q diag(g) Q^T
+        self.eigval = np.maximum(eigval, 0.0)
+
+    def fit(self, alpha: float, w0: np.ndarray, b0: np.ndarray, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+        """(W (D, K), b (K,)) minimising the step-3 objective, started from (w0, b0)."""
+        n, d, k = self.n, self.d, self.k
+        a = alpha / n  # penalty per example
+        root = np.zeros((d + 1, d + 1))  # P^(-1/2): features block, and the intercept's (curvature ~ 1/K)
+        root[:d, :d] = (self.eigvec / np.sqrt(self.eigval / k + a)) @ self.eigvec.T
+        root[d, d] = math.sqrt(k)
+        penalty = np.full((d + 1, 1), a)
+        penalty[d] = 0.0  # the intercept is not penalised
+        x_t, onehot_t, true_flat = self.x_t, self.onehot_t, self.true_flat
+        start = np.vstack([w0, b0[None, :]])  # (D+1, K)
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w = root @ theta.reshape(d + 1, k)  # (D+1, K), last row the intercept
+            s = w.T @ x_t  # (K, n) logits
+            s -= s.max(axis=0)
+            e = np.exp(s)
+            total = e.sum(axis=0)  # (n,)
+            pw = penalty * w
+            loss = (np.log(total).sum() - s.ravel()[true_flat].sum()) / n + 0.5 * float((pw * w).sum())
+            e /= total
+            e -= onehot_t  # (K, n): d loss_i / d logits
+            grad = x_t @ e.T
+            grad /= n
+            grad += pw
+            return loss, (root @ grad).ravel()
+
+        theta0 = np.linalg.solve(root, start).ravel()
+        res = minimize(objective, theta0, jac=True, method="L-BFGS-B",
+                       options={"maxiter": max_iter, "ftol": _FTOL, "gtol": _GTOL})
+        w = root @ res.x.reshape(d + 1, k)
+        return w[:d], w[d]
+
+
+@dataclass(frozen=True, eq=False)
+class LinearModel:
+    """logits = x @ w + b on mapped inputs x."""
+
+    w: np.ndarray  # (D, K)
+    b: np.ndarray  # (K,)
+
+
+@dataclass(eq=False)
+class TrainingSet:
+    """One training set of the cross-fitting, mapped; families cache their work in ``cache``."""
+
+    input_map: InputMap
+    x: np.ndarray  # (n, D) float64 mapped inputs
+    labels: np.ndarray  # (n,) int64
+    n_classes: int
+    log_prior: np.ndarray  # (K,) ln of the training label frequencies
+    cache: dict
+
+
+class LinearFamily:
+    """Multinomial logistic regression (step 3), for :func:`cross_fit`."""
+
+    def __init__(self, transform: str, grid: tuple[float, ...], max_iter: int):
+        self.transform = transform
+        self.grid = tuple(sorted((float(v) for v in grid), reverse=True))  # strong -> weak: warm starts
+        self.max_iter = max_iter
+
+    def initial(self, d: int, k: int) -> LinearModel:
+        return LinearModel(np.zeros((d, k)), np.zeros(k))
+
+    def fit(self, ts: TrainingSet, alpha: float, start: LinearModel) -> LinearModel:
+        # The eigendecomposition depends only on the training set: kept along the alpha path.
+        if "problem" not in ts.cache:
+            ts.cache["problem"] = SoftmaxProblem(ts.x, ts.labels, ts.n_classes)
+        return LinearModel(*ts.cache["problem"].fit(alpha, start.w, start.b, self.max_iter))
+
+    def log_prob(self, model: LinearModel, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return log_softmax_true(x @ model.w + model.b, labels)
+
+    def final_start(self, models: list[LinearModel]) -> LinearModel:
+        # A convex problem: the mean of the inner solutions is close to the refit's optimum.
+        return LinearModel(np.mean([m.w for m in models], axis=0), np.mean([m.b for m in models], axis=0))
+
+
+def training_set(z: np.ndarray, labels: np.ndarray, n_classes: int, transform: str) -> TrainingSet:
+    input_map, x = InputMap.fit(z, transform)
+    freq = np.bincount(labels, minlength=n_classes) / labels.shape[0]
+    with np.errstate(divide="ignore"):
+        log_prior = np.log(freq)
+    return TrainingSet(input_map, x, labels, n_classes, log_prior, {})
+
+
+def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, seed: int,
+              families: list) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Out-of-fold ln q'(y_i|z_i) (N,) and, per fold, the chosen (family index, alpha): steps 1-5.
+
+    Each family (:class:`LinearFamily`, or the MLP of
+    :mod:`fedmpi.info.decoder_mlp`) walks its own grid with its own early
+    stop; the inner CV then picks the best (family, alpha) for each fold.
+    """
+    fold = stratified_folds(labels, n_classes, folds, seed)
+    d = z.shape[1]
+    pairs = list(itertools.combinations(range(folds), 2))
+    held = [fold == g for g in range(folds)]
+    candidates = []  # (inner-CV score, family index, grid index, outer fold)
+    fitted: dict[tuple, object] = {}  # (family, f, g, grid index) -> model
+    sets: dict[tuple, TrainingSet] = {}
+    for m, family in enumerate(families):
+        for p in pairs:
+            key = (family.transform, p)
+            if key not in sets:
+                train = (fold != p[0]) & (fold != p[1])
+                sets[key] = training_set(z[train], labels[train], n_classes, family.transform)
+        current = {p: family.initial(d, n_classes) for p in pairs}
+        best = np.full(folds, -np.inf)
+        misses = np.zeros(folds, dtype=np.int64)  # grid values in a row scoring below the best
+        active = np.ones(folds, dtype=bool)
+        for j, alpha in enumerate(family.grid):
+            if not active.any():
+                break
+            for p in pairs:
+                if active[p[0]] or active[p[1]]:
+                    current[p] = family.fit(sets[family.transform, p], alpha, current[p])
+                    fitted[m, p[0], p[1], j] = current[p]
+            for f in np.flatnonzero(active):
+                total = 0.0
+                for g in range(folds):
+                    if g != f:
+                        p = (min(f, g), max(f, g))
+                        ts = sets[family.transform, p]
+                        if g not in ts.cache:  # the mapped held-out fold, reused along the grid
+                            ts.cache[g] = ts.input_map(z[held[g]])
+                        lq = family.log_prob(fitted[m, p[0], p[1], j], ts.cache[g], labels[held[g]])
+                        total += float(mixed_log_prob(lq, labels[held[g]], ts.log_prior).sum())
+                candidates.append((total, m, j, int(f)))
+                if total > best[f]:
+                    best[f], misses[f] = total, 0
+                else:
+                    misses[f] += 1
+                    active[f] = misses[f] < _PATIENCE
+    log_q = np.empty(z.shape[0])
+    chosen = []
+    for f in range(folds):
+        _, m, j = max((score, m, j) for score, m, j, ff in candidates if ff == f)
+        family = families[m]
+        chosen.append((m, family.grid[j]))
+        train = fold != f
+        ts = training_set(z[train], labels[train], n_classes, family.transform)
+        start = family.final_start([fitted[(m,) + (min(f, g), max(f, g), j)] for g in range(folds) if g != f])
+        model = family.fit(ts, family.grid[j], start)
+        lq = family.log_prob(model, ts.input_map(z[held[f]]), labels[held[f]])
+        log_q[held[f]] = mixed_log_prob(lq, labels[held[f]], ts.log_prior)
+    return log_q, chosen
+
+
+def families_for(transform: str, make) -> list:
+    """One family per input map: ``make(transform)`` for "standardize"/"quantile", both for "auto"."""
+    return [make(t) for t in (("standardize", "quantile") if transform == "auto" else (transform,))]
+
+
+# ----- the estimator -------------------------------------------------------------
+
+
+def split_zy(est: str, a: c.Side, b: c.Side) -> tuple[c.Side, c.Side]:
+    """(Z side, label side) of a pair, or ValueError saying what ``est`` estimates."""
+    kind = c.pair_kind(a.kind, b.kind)
+    if kind != c.ZY:
+        what = "two float sides (I(X;Z))" if kind == c.XZ else "two label vectors"
+        raise ValueError(f"{est} estimates I(Z;Y) only, between a float representation Z and integer "
+                         f"labels Y; got {what}")
+    return (a, b) if b.kind == c.LABELS else (b, a)
+
+
+def prepare_side(side: c.Side, params, position: int) -> c.Side:
+    return side  # the work depends on both sides together (folds are drawn from the labels)
+
+
+def with_error(a: c.Side, b: c.Side, params: DecoderParams) -> c.Estimate:
+    z, y = split_zy(NAME, a, b)
+    if y.n_classes == 1:
+        return c.Estimate(0.0, 0.0)  # one class: H(Y) = 0
+    message = class_counts_message(NAME, y, params.folds)
+    if message:
+        raise ValueError(message)
+    families = families_for(params.transform, lambda t: LinearFamily(t, params.l2_grid, params.max_iter))
+    log_q, _ = cross_fit(np.asarray(z.values, dtype=np.float64), y.values, y.n_classes, params.folds,
+                         params.seed, families)
+    return variational_bound(log_q, y.values)
+
+
+def mutual_information(a: c.Side, b: c.Side, params: DecoderParams) -> float:
+    return with_error(a, b, params).value
+
+
+def input_words(transform: str) -> str:
+    return {"standardize": "standardized Z", "quantile": "quantile-transformed Z",
+            "auto": "standardized or quantile-transformed Z (inner CV picks)"}[transform]
+
+
+def describe(params: DecoderParams) -> dict:
+    return {
+        "xz": "not estimated (decoder estimates I(Z;Y) only)",
+        "zy": (f"H(Y) - CE of a multinomial logistic regression of Y on {input_words(params.transform)}, "
+               f"{params.folds}-fold cross-fitted, L2 by inner CV: a lower bound on I(Z;Y) in expectation"),
+        "xz_kind": "none",
+        "zy_kind": "lower_bound",
+    }
+
+
+c.ESTIMATORS.register(NAME, DecoderParams)(
+    c.Estimator(prepare_side, mutual_information, describe, with_error=with_error, pairs=(c.ZY,)))
