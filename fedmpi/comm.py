@@ -122,15 +122,18 @@ class Comm:
         """Collective: every rank's buf <- the coordinator's, in place."""
         self._wait(self._comm.Ibcast(buf, root=COORDINATOR))
 
-    def report(self, metrics_buf: np.ndarray, z_buf: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Collective, each logged round: workers' metrics (len(METRICS),) float64 and, when due,
-        Z (2, probe_size, D) float32 under the local and the averaged model.
+    def report(self, metrics_buf: np.ndarray, bounds_buf: np.ndarray,
+               z_buf: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Collective, each logged round: workers' metrics (len(METRICS),) and bounds
+        (len(BOUNDS),) float64 and, when due, Z (2, probe_size, D) float32 under the local
+        and the averaged model.
 
         The coordinator passes zero buffers and gets them stacked, (W, ...).
         """
         metrics = self._gather(metrics_buf)
+        bounds = self._gather(bounds_buf)
         z = self._gather(z_buf) if z_buf is not None else None
-        return metrics, z
+        return metrics, bounds, z
 
     def collect(self, obj: object) -> list | None:
         """Collective, at checkpoints: each worker's state (small, pickled) to the coordinator."""

@@ -86,7 +86,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     epochs: int = 20  # local epochs, counted on the largest shard
-    threads: int = 1  # torch threads per worker; 1 keeps co-located workers off each other's cores
+    threads: int = 1  # torch and BLAS threads per rank; 1 keeps co-located ranks off each other's cores
 
     def check(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
@@ -119,7 +119,7 @@ def _mi_check(self) -> None:
 # from the registry, so a new estimator needs no field here.
 MIConfig = dataclasses.make_dataclass(
     "MIConfig",
-    [("estimators", tuple[str, ...], field(default=("edge",))),  # any subset of fedmpi.info.ESTIMATORS; [] = off
+    [("estimators", tuple[str, ...], field(default=("decoder",))),  # any subset of fedmpi.info.ESTIMATORS; [] = off
      ("every", int, field(default=1))]  # estimate at every k-th logged round
     + [(name, Any, field(default_factory=ESTIMATORS[name].params)) for name in ESTIMATORS],
     frozen=True, namespace={"check": _mi_check, "params": lambda self, name: getattr(self, name),

@@ -23,10 +23,11 @@ import torch
 from fedmpi import checkpoint
 from fedmpi import config as config_mod
 from fedmpi.console import Console
+from fedmpi.device import limit_threads
 from fedmpi.flat import layout_arrays
 from fedmpi.local import arrays, new_algorithm, new_model, tensors
 from fedmpi.measure import Measurements
-from fedmpi.protocol import METRICS, RoundBuffers, checkpoint_due, sync_point
+from fedmpi.protocol import BOUNDS, METRICS, RoundBuffers, checkpoint_due, sync_point
 from fedmpi.recorder import Recorder
 from fedmpi.tensorboard import Board
 from fedmpi.trace import TraceWriter
@@ -34,7 +35,7 @@ from fedmpi.trace import TraceWriter
 
 def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console: Console, stop,
                     resume_state: dict | None = None) -> int:
-    torch.set_num_threads(cfg.train.threads)
+    limit_threads(cfg.train.threads)
     W, P = plan.num_workers, plan.probe_size  # workers, probe examples per worker
     schedule = plan.schedule
     placement = comm.placement()
@@ -60,7 +61,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             probe_indices=probe_indices, probe_labels=probe_y,
             probe_inputs=probe_x if cfg.trace.activations else None, representation_dim=D,
             activations=cfg.trace.activations,
-            mi_params={n: _attrs(p) for n, p in mi_params.items()},
+            mi_params={n: _attrs(n, p) for n, p in mi_params.items()},
             client_owner=np.concatenate([[k] * len(w.client_ids) for k, w in enumerate(plan.workers)]),
             clients_per_round=plan.clients_per_round)
     else:
@@ -72,6 +73,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
 
     bufs = RoundBuffers(algorithm.contribution_size)  # the coordinator's payload stays zero
     metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
+    bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
     z_buf = np.zeros((2, P, D), dtype=np.float32)
     steps_per_epoch = schedule.total_steps / cfg.train.epochs
     ranks = ", ".join(f"{r}={host}:{pid}" for r, host, pid in placement)
@@ -98,10 +100,12 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
         if schedule.logged(i):
             # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
             cpu_seconds = time.process_time() - cpu_start
-            worker_metrics, z = comm.report(metrics_buf, z_buf if schedule.wants_z(i) else None)
+            worker_metrics, worker_bounds, z = comm.report(metrics_buf, bounds_buf,
+                                                           z_buf if schedule.wants_z(i) else None)
             recorder.expect(row, dict(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
                                       seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
                                       sampled=plan.sampled(i), worker_metrics=worker_metrics,
+                                      worker_bounds=worker_bounds,
                                       z=z if cfg.trace.activations else None))
             mi_z = z if mi_params and schedule.mi_due(i) else None
             measurements.submit(row, server["theta"], mi_z, console.note)
@@ -144,5 +148,9 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     return 0
 
 
-def _attrs(params) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+def _attrs(name: str, params) -> dict:
+    """An estimator's parameters and, prefixed `what_`, what its numbers are (info.describe)."""
+    from fedmpi import info
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+    out.update({f"what_{k}": v for k, v in info.describe(name, params).items()})
+    return out

@@ -21,3 +21,16 @@ def pick_device(requested: str, node_worker_index: int, cuda_count: int) -> str:
                              "(check CUDA_VISIBLE_DEVICES and the torch build); use device: auto or cpu")
         return "cpu"
     return f"cuda:{node_worker_index % cuda_count}"
+
+
+def limit_threads(threads: int) -> None:
+    """`train.threads` for torch and for the BLAS under numpy/scipy (the MI estimators).
+
+    Unlimited, OpenBLAS starts a thread per core for every small matrix
+    product: with co-located ranks this made the decoder estimator 9x slower
+    (2.25 s instead of 0.27 s for 128 examples on 2 cores, measured).
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)

@@ -10,6 +10,7 @@ client sends and how the sum becomes the global model is the algorithm's
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from fedmpi.algorithms import Algorithm, LocalWork, Setting, build_algorithm
 from fedmpi.algorithms.base import GradientHook, State
 from fedmpi.flat import FlatParams
 from fedmpi.models import build_model
+from fedmpi.protocol import BOUNDS
 from fedmpi.seeding import INIT, ORDER, int_seed
 
 EVAL_CHUNK = 1000  # examples per forward pass in evaluation; bounds activation memory
@@ -30,6 +32,10 @@ class Evaluation:
     accuracy: float
     loss: float  # mean cross-entropy, nats
     z_probe: torch.Tensor | None  # (probe_size, D) representation of the first probe_size examples
+    # The model's own classifier on the probe (None without a probe): predicted labels (P,) int64
+    # and natural-log probabilities of the true labels (P,) float64, for the bounds on I(Z;Y).
+    probe_pred: np.ndarray | None = None
+    probe_logp: np.ndarray | None = None
 
 
 def worker_tensors(dataset, worker_data, device):
@@ -134,22 +140,48 @@ class LocalTrainer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, probe_size: int = 0) -> Evaluation:
-    """Accuracy and mean loss on (x, y); Z of the first `probe_size` examples if > 0."""
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, probe_size: int = 0,
+             want_z: bool = True) -> Evaluation:
+    """Accuracy and mean loss on (x, y); for the first `probe_size` examples (the probe) the
+    predictions and log-probabilities of the true labels, and Z when `want_z`."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    zs = []
+    zs, preds, logps = [], [], []
     for start in range(0, len(y), EVAL_CHUNK):
         logits, z = model.forward_with_representation(x[start:start + EVAL_CHUNK])
         target = y[start:start + EVAL_CHUNK]
         correct += (logits.argmax(1) == target).sum()
         loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
         if start < probe_size:
-            zs.append(z[:probe_size - start])
+            head = logits[:probe_size - start]
+            preds.append(head.argmax(1))
+            logps.append(F.log_softmax(head.double(), dim=1).gather(1, target[:len(head), None])[:, 0])
+            if want_z:
+                zs.append(z[:probe_size - start])
     n = max(len(y), 1)
-    z_probe = torch.cat(zs).float().cpu() if probe_size else None
-    return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe)
+    z_probe = torch.cat(zs).float().cpu() if probe_size and want_z else None
+    pred = torch.cat(preds).cpu().numpy() if probe_size else None
+    logp = torch.cat(logps).cpu().numpy() if probe_size else None
+    return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe, pred, logp)
+
+
+def probe_bounds(labels: np.ndarray, local: Evaluation, averaged: Evaluation) -> np.ndarray:
+    """The `protocol.BOUNDS` of one worker's probe (len(BOUNDS),) float64: H(Y), and per model
+    its error, Fano bound and head bound H(Y) - CE, with standard errors (NaN for a model
+    that did not run, such as the local model of a worker none of whose clients trained)."""
+    from fedmpi.info import bounds  # here, not at import: fedmpi.info loads scipy (0.5 s of start-up)
+    values = {"entropy": bounds.label_entropy(labels), "entropy_se": bounds.label_entropy_stderr(labels)}
+    for which, ev in (("local", local), ("averaged", averaged)):
+        if ev.probe_pred is None or math.isnan(ev.accuracy):
+            values.update({f"{key}_{which}": math.nan for key in ("error", "fano", "fano_se", "head", "head_se")})
+            continue
+        band = bounds.label_bounds(labels, ev.probe_pred)
+        head = bounds.variational_bound(ev.probe_logp, labels)
+        values.update({f"error_{which}": band.error_rate, f"fano_{which}": band.fano,
+                       f"fano_se_{which}": band.fano_stderr, f"head_{which}": head.value,
+                       f"head_se_{which}": head.stderr})
+    return np.array([values[key] for key in BOUNDS], dtype=np.float64)
 
 
 class ClientGroup:
@@ -217,16 +249,18 @@ class ClientGroup:
         """The server state after a sync point, from the sum of every contribution."""
         self.server = self.algorithm.aggregate(self.server, summed)
 
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, probe_size: int) -> tuple[Evaluation, Evaluation]:
-        """The local model (NaN when no client trained) and the global one, on (x, y)."""
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, probe_size: int,
+                 want_z: bool) -> tuple[Evaluation, Evaluation]:
+        """The local model (NaN when no client trained) and the global one, on (x, y); the
+        first `probe_size` examples are the probe (Z only when `want_z`)."""
         if self.local_theta is None:
-            z = torch.full((probe_size, self.evaluator.representation_dim), float("nan")) if probe_size else None
+            z = torch.full((probe_size, self.evaluator.representation_dim), float("nan")) if want_z else None
             local = Evaluation(float("nan"), float("nan"), z)
         else:
             self.eval_flat.assign(self.local_theta)
-            local = evaluate(self.evaluator, x, y, probe_size)
+            local = evaluate(self.evaluator, x, y, probe_size, want_z)
         self.eval_flat.assign(torch.from_numpy(self.server["theta"]))
-        return local, evaluate(self.evaluator, x, y, probe_size)
+        return local, evaluate(self.evaluator, x, y, probe_size, want_z)
 
     def state(self) -> dict:
         return {"clients": [c.state() for c in self.clients],

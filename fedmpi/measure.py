@@ -30,7 +30,7 @@ import torch
 from fedmpi import info
 from fedmpi.flat import FlatParams
 from fedmpi.local import Evaluation, evaluate
-from fedmpi.trace import MI_KEYS
+from fedmpi.trace import MI_KEYS, MI_SE_KEYS
 
 _STOP = object()
 
@@ -38,7 +38,7 @@ _STOP = object()
 @dataclass(frozen=True)
 class RoundResult:
     row: int
-    kind: str  # "test" (value: Evaluation) or "mi" (value: {estimator: {key: (W,) nats}})
+    kind: str  # "test" (value: Evaluation) or "mi" (value: {estimator: ({key: (W,) nats}, failure)})
     value: object
 
 
@@ -55,7 +55,8 @@ class Measurements:
         num_workers, probe_size = probe_y.shape
         flat_x = probe_x.reshape(num_workers, probe_size, -1)
         self.prepared = {(name, k): info.prepare(name, flat_x[k], p)
-                         for name, p in self.mi_params.items() for k in range(num_workers)}
+                         for name, p in self.mi_params.items() if info.XZ in info.pairs(name)
+                         for k in range(num_workers)}
         self._jobs: queue.Queue = queue.Queue(maxsize=max_pending)
         self._results: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
@@ -67,18 +68,36 @@ class Measurements:
         self.flat.assign(torch.from_numpy(averaged))
         return evaluate(self.model, self.test_x, self.test_y)
 
-    def mutual_information(self, z: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-        """All estimates for one round: z (W, 2, P, D) -> {estimator: {key: (W,) nats}}."""
+    def mutual_information(self, z: np.ndarray) -> dict[str, tuple[dict[str, np.ndarray], str]]:
+        """All estimates for one round: z (W, 2, P, D) -> {estimator: (values, failure)}.
+
+        values: MI_KEYS and MI_SE_KEYS -> (W,) nats; a pair the estimator does not estimate
+        (I(X;Z) for the decoders) stays NaN. An estimate that fails (ValueError: too few
+        examples of a class, say) is NaN too, and `failure` says why; the run goes on.
+        """
         num_workers = z.shape[0]
         out = {}
         for name, p in self.mi_params.items():
-            values = {key: np.empty(num_workers) for key in MI_KEYS}
+            values = {key: np.full(num_workers, np.nan) for key in MI_KEYS + MI_SE_KEYS}
+            failures = []
+            pairs = info.pairs(name)
             for k in range(num_workers):
                 for m, which in enumerate(("local", "averaged")):
                     zk = z[k, m]
-                    values[f"xz_{which}"][k] = info.estimate(name, self.prepared[name, k], zk, p)
-                    values[f"zy_{which}"][k] = info.estimate(name, zk, self.probe_y[k], p)
-            out[name] = values
+                    if np.isnan(zk).any():  # a local model that did not train this round
+                        continue
+                    for pair, a, b in ((info.XZ, self.prepared.get((name, k)), zk),
+                                       (info.ZY, zk, self.probe_y[k])):
+                        if pair not in pairs:
+                            continue
+                        key = f"{pair}_{which}"
+                        try:
+                            est = info.estimate_with_error(name, a, b, p)
+                        except ValueError as exc:
+                            failures.append(f"worker {k + 1} {key}: {exc}")
+                            continue
+                        values[key][k], values[f"{key}_se"][k] = est.value, est.stderr
+            out[name] = (values, "; ".join(failures))
         return out
 
     def _work(self) -> None:

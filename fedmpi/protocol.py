@@ -12,8 +12,9 @@ whole round. One round i:
    message and never passes through an algorithm or a compressor.
 3. Every rank turns the same sum into the same server state
    (`Algorithm.aggregate`).
-4. At logged rounds, workers report `METRICS` and, when due, Z of their
-   probe under their local and the averaged model (`Comm.report`).
+4. At logged rounds, workers report `METRICS`, the `BOUNDS` on I(Z;Y) of
+   their probe and, when due, Z of their probe under their local and the
+   averaged model (`Comm.report`).
 5. At `checkpoint_due` rounds the coordinator collects every worker's state
    and writes one checkpoint.
 """
@@ -25,6 +26,15 @@ import numpy as np
 # Per-worker metrics sent at each logged round, in this order (float64).
 METRICS = ("local_acc", "local_loss", "averaged_acc", "averaged_loss", "train_loss",
            "train_seconds", "eval_seconds", "sync_seconds")
+
+# Per-worker bounds on I(Z;Y) of the worker's probe, sent at each logged round (float64, nats;
+# fedmpi.info.bounds). They need no estimator: the plug-in label entropy H(Y) (upper), the Fano
+# bound from each model's error on the probe (lower), and H(Y) - CE of each model's own classifier
+# from Z (the layers after Z), which is a lower bound only on examples the model was not trained on:
+# the probe is drawn from the worker's shard, so "head" is optimistic for the models trained on it.
+BOUNDS = ("entropy", "entropy_se",
+          "error_local", "fano_local", "fano_se_local", "head_local", "head_se_local",
+          "error_averaged", "fano_averaged", "fano_se_averaged", "head_averaged", "head_se_averaged")
 
 # Slots after the payload in the summed round buffer, float32.
 CONTROL = ("stop",)  # stop: > 0 when some rank was asked (SIGTERM/SIGUSR1) to checkpoint and stop

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from fedmpi import data
+from fedmpi.device import limit_threads
 from fedmpi.flat import FlatParams
-from fedmpi.local import ClientGroup, evaluate, new_model, worker_tensors
+from fedmpi.local import ClientGroup, evaluate, new_model, probe_bounds, worker_tensors
 from fedmpi.plan import make_plan
 
 
@@ -23,10 +24,10 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
     """Run `cfg` with `num_workers` simulated workers; returns trace-shaped arrays.
 
     Keys: step [R], test_acc [R], test_loss [R], local_acc, local_loss, averaged_acc,
-    averaged_loss, train_loss [R, W], sampled [R, S], z_local, z_averaged [R, W, P, D]
+    averaged_loss, train_loss [R, W], bounds [R, W, len(BOUNDS)], sampled [R, S], z_local, z_averaged [R, W, P, D]
     (when the run logs activations) and final_averaged [num_params].
     """
-    torch.set_num_threads(cfg.train.threads)
+    limit_threads(cfg.train.threads)
     dataset = data.load(cfg.data, cfg.clients.total or num_workers, cfg.seed)
     plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), num_workers)
     schedule = plan.schedule
@@ -43,7 +44,7 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
 
     out: dict[str, list] = {key: [] for key in (
         "step", "test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
-        "train_loss", "sampled", "z_local", "z_averaged")}
+        "train_loss", "bounds", "sampled", "z_local", "z_averaged")}
     for i in range(schedule.num_rounds):
         sampled = set(plan.sampled(i))
         losses = [g.train_round(sampled, schedule.steps_before(i), payloads[k], f"worker {k + 1}")
@@ -57,8 +58,8 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
             g.aggregate(summed)
         if not schedule.logged(i):
             continue
-        probe = plan.probe_size if schedule.wants_z(i) else 0
-        pairs = [g.evaluate(ex, ey, probe) for g, (_, _, ex, ey) in zip(groups, tensors)]
+        want_z = schedule.wants_z(i)
+        pairs = [g.evaluate(ex, ey, plan.probe_size, want_z) for g, (_, _, ex, ey) in zip(groups, tensors)]
         evaluator_flat.assign(torch.from_numpy(server["theta"]))
         test = evaluate(evaluator, test_x, test_y)
         out["step"].append(schedule.step(i))
@@ -69,8 +70,10 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
         out["averaged_acc"].append([av.accuracy for _, av in pairs])
         out["averaged_loss"].append([av.loss for _, av in pairs])
         out["train_loss"].append(losses)
+        out["bounds"].append([probe_bounds(ey[:plan.probe_size].numpy(), lo, av)
+                              for (lo, av), (_, _, _, ey) in zip(pairs, tensors)])
         out["sampled"].append(plan.sampled(i))
-        if probe and cfg.trace.activations:
+        if want_z and cfg.trace.activations:
             out["z_local"].append(np.stack([lo.z_probe.numpy() for lo, _ in pairs]))
             out["z_averaged"].append(np.stack([av.z_probe.numpy() for _, av in pairs]))
     result = {key: np.asarray(values) for key, values in out.items() if len(values)}

@@ -57,11 +57,18 @@ def row_scalars(metrics: Mapping[str, object], mi: Mapping[str, Mapping[str, np.
             put(tag, metrics[name])
     for est, values in (mi or {}).items():
         for key, v in values.items():
+            if key.endswith("_se"):
+                continue  # standard errors stay in the trace
             side, model = key.split("_", 1)  # "zy_local" -> I(Z;Y) of the local model
             put(f"mi/{est}/{'I(Z;Y)' if side == 'zy' else 'I(X;Z)'} {model}", v)
     for tag, value in (extra or {}).items():
         put(tag, value)
     return out
+
+
+def bound_scalars(bounds: Mapping[str, object]) -> dict[str, object]:
+    """The `extra` tags of a row's bounds on I(Z;Y): /bounds name -> (W,), standard errors left out."""
+    return {f"bounds/{name}": value for name, value in bounds.items() if "_se" not in name}
 
 
 class Board:

@@ -26,11 +26,15 @@ import numpy as np
 
 import fedmpi
 from fedmpi.errors import UsageError
-from fedmpi.protocol import METRICS
+from fedmpi.protocol import BOUNDS, METRICS
 
-SCHEMA_VERSION = 1
+# 2: /bounds, /mi/<estimator>/<key>_se and /mi/<estimator>/failure, `what_*` attributes.
+# Readers take every version up to this one; what an older trace lacks reads as absent.
+SCHEMA_VERSION = 2
 MODELS = ("local", "averaged")  # the two models a trace follows per worker: its own, and the global one
 MI_KEYS = ("xz_local", "zy_local", "xz_averaged", "zy_averaged")
+MI_SE_KEYS = tuple(f"{key}_se" for key in MI_KEYS)  # standard errors (NaN: the estimator has none)
+FAILURE_LENGTH = 400  # bytes kept of the reason an estimate failed (/mi/<estimator>/failure)
 ANALYSIS_GROUP = "analysis/mi"  # re-estimates written by `analyze --write` live here, never under /mi
 # Per-row metrics in the order readers list them; names this version does not know follow, by name.
 METRIC_ORDER = ("test_acc", "test_loss") + METRICS + ("coordinator_cpu_seconds", "row_latency_seconds")
@@ -137,6 +141,8 @@ class TraceWriter:
         per_round("clients/sampled", (clients_per_round,), np.int64)
         for name in metric_names:
             per_round(f"{_group(name)}/{name}", (W,), np.float64)
+        for name in BOUNDS:
+            per_round(f"bounds/{name}", (W,), np.float64, fillvalue=np.nan)
         if activations:
             for which in ("local", "averaged"):
                 per_round(f"activations/{which}", (W, probe_size, representation_dim), np.float32,
@@ -145,8 +151,9 @@ class TraceWriter:
             group = f.create_group(f"mi/{est}")
             group.attrs.update({k: v for k, v in params.items()})
             group.attrs["units"] = "nats"
-            for key in MI_KEYS:
+            for key in MI_KEYS + MI_SE_KEYS:
                 per_round(f"mi/{est}/{key}", (W,), np.float64, fillvalue=np.nan)
+            per_round(f"mi/{est}/failure", (), f"S{FAILURE_LENGTH}")  # empty, or why this row's values are NaN
         # The /rounds datasets come last: their length is the number of complete rows.
         for name, dtype in _ROUNDS:
             per_round(f"rounds/{name}", (), dtype)
@@ -183,15 +190,17 @@ class TraceWriter:
             if ds.shape[0] > rows:
                 ds.resize(rows, axis=0)
         self.activations = {w: f[f"activations/{w}"] for w in ("local", "averaged") if f"activations/{w}" in f}
-        self.mi = {(est, key): f[f"mi/{est}/{key}"] for est in f.get("mi", {}) for key in MI_KEYS}
+        self.mi = {(est, key): f[f"mi/{est}/{key}"] for est in f.get("mi", {})
+                   for key in MI_KEYS + MI_SE_KEYS + ("failure",) if key in f[f"mi/{est}"]}
+        self.bounds = {name: f[f"bounds/{name}"] for name in BOUNDS if f"bounds/{name}" in f}
         self.rows = rows
         f.swmr_mode = True  # from here on: no new objects, readers may attach
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
                test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
-               z: np.ndarray | None, latency: float) -> int:
+               worker_bounds: np.ndarray, z: np.ndarray | None, latency: float) -> int:
         """Write one logged round as the next row; worker_metrics (W, len(metric_names)),
-        z (W, 2, probe_size, D) under the local and the global model."""
+        worker_bounds (W, len(BOUNDS)), z (W, 2, probe_size, D) under the local and the global model."""
         f, r = self.f, self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
@@ -202,6 +211,9 @@ class TraceWriter:
         f["clients/sampled"][r] = sampled
         for m, name in enumerate(self.metric_names):
             f[f"{_group(name)}/{name}"][r] = worker_metrics[:, m]
+        for b, name in enumerate(BOUNDS):
+            if name in self.bounds:
+                self.bounds[name][r] = worker_bounds[:, b]
         if self.activations and z is not None:
             self.activations["local"][r] = z[:, 0]
             self.activations["averaged"][r] = z[:, 1]
@@ -212,9 +224,14 @@ class TraceWriter:
         f.flush()
         return r
 
-    def write_mi(self, row: int, estimator: str, values: Mapping[str, np.ndarray]) -> None:
-        for key in MI_KEYS:
-            self.mi[estimator, key][row] = values[key]
+    def write_mi(self, row: int, estimator: str, values: Mapping[str, np.ndarray], failure: str = "") -> None:
+        """One row of an estimator: values holds MI_KEYS (and MI_SE_KEYS) -> (W,) nats;
+        `failure` says why some of them are NaN."""
+        for key in MI_KEYS + MI_SE_KEYS:
+            if key in values and (estimator, key) in self.mi:
+                self.mi[estimator, key][row] = values[key]
+        if failure and (estimator, "failure") in self.mi:
+            self.mi[estimator, "failure"][row] = failure.encode("utf-8", "replace")[:FAILURE_LENGTH]
         self.f.flush()
 
     def close(self, final_averaged: np.ndarray | None) -> None:
@@ -275,6 +292,10 @@ class Trace:
     mi_params: dict  # same keys -> attributes of the MI group
     analysis: frozenset  # the keys of mi that come from /analysis/mi
     has_activations: bool
+    # Schema 2 on (empty or NaN for older traces):
+    mi_se: dict = None  # same keys as mi -> MI key -> (R, W) standard errors, NaN where none
+    mi_failures: dict = None  # estimator -> {row: reason} for rows whose estimates failed
+    bounds: dict = None  # BOUNDS name -> (R, W) nats (/bounds); {} when the trace has none
 
     @property
     def rounds(self) -> int:
@@ -391,7 +412,7 @@ def _read(f, path: str) -> Trace:
     for name in ("test_acc", "local_acc", "averaged_acc"):
         if name not in metrics:
             raise UsageError(f"{path} is not a complete fedmpi trace: it has no /metrics/{name}")
-    mi, mi_params, analysis = {}, {}, set()
+    mi, mi_se, failures, mi_params, analysis = {}, {}, {}, {}, set()
     for group_name, prefix in (("mi", ""), (ANALYSIS_GROUP, "analysis")):
         if group_name not in f:
             continue
@@ -400,17 +421,31 @@ def _read(f, path: str) -> Trace:
             if not all(key in group for key in MI_KEYS):
                 continue
             mi[est] = {key: _rows(group[key], R).astype(np.float64) for key in MI_KEYS}
-            mi_params[est] = {k: (v.item() if hasattr(v, "item") else v) for k, v in group.attrs.items()}
+            mi_se[est] = {key: (_rows(group[f"{key}_se"], R).astype(np.float64) if f"{key}_se" in group
+                                else np.full_like(mi[est][key], np.nan)) for key in MI_KEYS}
+            if "failure" in group:
+                failures[est] = {r: text.decode("utf-8", "replace") for r, text in enumerate(group["failure"][:R])
+                                 if text}
+            mi_params[est] = {k: _attr(v) for k, v in group.attrs.items()}
             if prefix:
                 analysis.add(est)
+    bounds = {name: _rows(f[f"bounds/{name}"], R).astype(np.float64) for name in BOUNDS if f"bounds/{name}" in f}
     return Trace(
         path=path, attrs=attrs, config=_parse_config(attrs.get("config")),
         num_examples=dataset(f, "workers/num_examples", path)[:],
         index=_rows(dataset(f, "rounds/index", path), R), step=_rows(f["rounds/step"], R),
         epoch=_rows(dataset(f, "rounds/epoch", path), R), time=_rows(dataset(f, "rounds/time", path), R),
         metrics=metrics, mi=mi, mi_params=mi_params, analysis=frozenset(analysis),
+        mi_se=mi_se, mi_failures=failures, bounds=bounds,
         has_activations=all(n in f for n in ("activations/local", "activations/averaged", "probe/inputs",
                                              "probe/labels")))
+
+
+def _attr(value):
+    """An HDF5 attribute as a plain value: numpy scalars as Python scalars, arrays as lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if hasattr(value, "item") else value
 
 
 def _parse_config(text) -> dict | None:

@@ -5,7 +5,7 @@ trains its sampled clients for the round's local steps, writes the sum of
 their contributions into the round buffer, joins the sync point, and turns
 the sum into the next global model as every rank does. At logged rounds it
 evaluates its local model and the global one on its evaluation subset,
-computes Z of its probe under both when due, and reports them to the
+computes the bounds on I(Z;Y) of its probe under both and Z when due, and reports them to the
 coordinator.
 """
 
@@ -16,15 +16,15 @@ import time
 import numpy as np
 import torch
 
-from fedmpi.device import pick_device
-from fedmpi.local import ClientGroup, worker_tensors
-from fedmpi.protocol import METRICS, RoundBuffers, checkpoint_due, sync_point
+from fedmpi.device import limit_threads, pick_device
+from fedmpi.local import ClientGroup, probe_bounds, worker_tensors
+from fedmpi.protocol import BOUNDS, METRICS, RoundBuffers, checkpoint_due, sync_point
 
 
 def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     """Train, join every sync point; with `resume`, continue from the coordinator's checkpoint."""
     k = comm.worker_index
-    torch.set_num_threads(cfg.train.threads)
+    limit_threads(cfg.train.threads)
     cuda_count = torch.cuda.device_count() if cfg.device != "cpu" else 0
     device = torch.device(pick_device(cfg.device, comm.node_worker_index, cuda_count))
 
@@ -42,6 +42,8 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
 
     bufs = RoundBuffers(group.algorithm.contribution_size)
     metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
+    bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
+    probe_y = eval_y[:plan.probe_size].cpu().numpy()
     z_buf = np.empty((2, plan.probe_size, group.evaluator.representation_dim), dtype=np.float32)  # (2, P, D)
     times = dict(train=0.0, eval=0.0, sync=0.0)
 
@@ -59,13 +61,14 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
 
         if schedule.logged(i):
             want_z = schedule.wants_z(i)
-            local, avg = group.evaluate(eval_x, eval_y, plan.probe_size if want_z else 0)
+            local, avg = group.evaluate(eval_x, eval_y, plan.probe_size, want_z)
             times["eval"] += time.perf_counter() - t2
             metrics_buf[:] = (local.accuracy, local.loss, avg.accuracy, avg.loss, train_loss,
                               times["train"], times["eval"], times["sync"])
+            bounds_buf[:] = probe_bounds(probe_y, local, avg)
             if want_z:
                 z_buf[0], z_buf[1] = local.z_probe.numpy(), avg.z_probe.numpy()
-            comm.report(metrics_buf, z_buf if want_z else None)
+            comm.report(metrics_buf, bounds_buf, z_buf if want_z else None)
             times = dict(train=0.0, eval=0.0, sync=0.0)
         if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, bufs.stopping):
             comm.collect({"group": group.state()})

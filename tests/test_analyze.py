@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from fedmpi.cli import main as cli_main
-from fedmpi.trace import MI_KEYS
+from fedmpi.trace import MI_KEYS, SCHEMA_VERSION
 
 from conftest import ROOT, run_ok, smoke_args
 
@@ -64,6 +64,9 @@ def read(path: Path) -> dict:
         data = {name: f[name][:R] for group in ("metrics", "timing") for name in
                 (f"{group}/{n}" for n in f[group])}
         data.update({f"mi/{e}/{k}": f[f"mi/{e}/{k}"][:R] for e in f["mi"] for k in MI_KEYS})
+        data.update({f"mi/{e}/{k}_se": f[f"mi/{e}/{k}_se"][:R] for e in f["mi"] for k in MI_KEYS
+                     if f"mi/{e}/{k}_se" in f})
+        data.update({f"bounds/{n}": f[f"bounds/{n}"][:R] for n in f.get("bounds", {})})
         data.update(R=R, index=f["rounds/index"][:R], step=f["rounds/step"][:R], attrs=dict(f.attrs))
     return data
 
@@ -99,6 +102,49 @@ def test_summary_matches_trace(traces, capsys):
         assert text in out, text
 
 
+def test_an_estimate_outside_its_bounds_is_flagged(traces, tmp_path, capsys):
+    """Every trace stores [Fano, H(Y)] per worker and model; an I(Z;Y) beyond it (here one
+    injected above H(Y) and one below Fano) is flagged with where it is, the rest is not."""
+    import h5py
+    import shutil
+    path = tmp_path / "injected.h5"
+    shutil.copy(traces["full"], path)
+    rc, out, _ = analyze(capsys, path)
+    assert rc == 0 and "every I(Z;Y) estimate inside [Fano, H(Y)]" in out and "outside" not in out.split("┘")[-1]
+    with h5py.File(path, "r+") as f:
+        entropy, fano = f["bounds/entropy"][:], f["bounds/fano_local"][:]
+        f["mi/edge/zy_averaged"][1, 0] = entropy[1, 0] + 0.5
+        f["mi/binning/zy_local"][-1, 1] = fano[-1, 1] - 0.5 if fano[-1, 1] > 0.5 else -0.5
+    rc, out, _ = analyze(capsys, path)
+    assert rc == 0
+    assert "! edge: 1 I(Z;Y) estimate(s) outside [Fano, H(Y)]" in out and "sync point 2 worker 0 averaged: above" in out
+    assert "! binning: 1 I(Z;Y) estimate(s) outside" in out and "worker 1 local: below" in out
+
+
+def test_a_schema_1_trace_reads_as_before(traces, tmp_path, capsys):
+    """Traces written before schema 2 have no /bounds, standard errors or failures: they
+    summarise, compare and export as before, and say that they cannot be checked."""
+    import h5py
+    import shutil
+    path = tmp_path / "old.h5"
+    shutil.copy(traces["full"], path)
+    with h5py.File(path, "r+") as f:
+        del f["bounds"]
+        for est in f["mi"]:
+            for key in [k for k in f[f"mi/{est}"] if k.endswith("_se") or k == "failure"]:
+                del f[f"mi/{est}/{key}"]
+            for key in [k for k in f[f"mi/{est}"].attrs if k.startswith("what_")]:
+                del f[f"mi/{est}"].attrs[key]
+        f.attrs["schema_version"] = 1
+    rc, out, _ = analyze(capsys, path)
+    assert rc == 0 and "has no /bounds" in out
+    assert f"{read(path)['mi/edge/zy_local'][-1, 0]:.4f}" in out
+    rc, out, _ = analyze(capsys, path, "--csv", "-")
+    assert rc == 0 and "bounds/" not in out and "mi/edge/zy" in out
+    rc, out, _ = analyze(capsys, path, path)
+    assert rc == 0
+
+
 def test_comparison_table_has_a_row_per_trace(traces, capsys):
     rc, out, err = analyze(capsys, traces["full"], traces["bare"])
     assert rc == 0, err
@@ -129,10 +175,15 @@ def expected_rows(t: dict) -> dict:
                         rows[head + (str(k), model, metric)] = values[r, k]
             elif group == "mi":
                 est, key = metric.split("/")
-                side, model = key.split("_")
+                side, model, *se = key.split("_")  # zy_local, or zy_local_se: a standard error
                 for k in range(values.shape[1]):
-                    if not math.isnan(values[r, k]):
-                        rows[head + (str(k), model, f"mi/{est}/{side}")] = values[r, k]
+                    if not math.isnan(values[r, k]) and not (se and math.isnan(t[name[:-3]][r, k])):
+                        rows[head + (str(k), model, f"mi/{est}/{side}" + ("_se" if se else ""))] = values[r, k]
+            elif group == "bounds":  # fano_se_local -> model local, metric bounds/fano_se
+                model = metric.rsplit("_", 1)[1] if metric.endswith(("_local", "_averaged")) else ""
+                what = metric[:-len(model) - 1] if model else metric
+                for k in range(values.shape[1]):
+                    rows[head + (str(k), model, f"bounds/{what}")] = values[r, k]
     return rows
 
 
@@ -150,7 +201,7 @@ def test_csv_rows_and_values_match_trace(traces, tmp_path, capsys):
     assert got.keys() == expected.keys()
     assert all(got[key] == expected[key] for key in expected)  # exact: floats are written with repr
     R, W = t["R"], 2
-    assert sum(key[4].startswith("mi/") for key in got) == R * W * 4 * 2  # 2 estimators, none NaN
+    assert sum(key[4].startswith("mi/") for key in got) == R * W * 4 * 2  # 2 estimators, none NaN, no se
     assert {key[3] for key in got if key[4] in ("test_acc", "averaged_acc")} == {"averaged"}
     assert {key[2] for key in got if key[4] == "test_acc"} == {""}
     assert f"({len(rows) - 1} rows)" in out
@@ -175,7 +226,8 @@ def test_plots_are_written_as_png(traces, tmp_path, capsys):
     # Both traces come from job "smoke": their file names tell them apart.
     expected = [f"smoke-full-{kind}.png" for kind in
                 ("accuracy", "mi-edge", "infoplane-edge", "mi-binning", "infoplane-binning")]
-    expected += [f"smoke-bare-{kind}.png" for kind in ("accuracy", "mi-edge", "infoplane-edge")]
+    # The decoder estimates I(Z;Y) only: its MI figure, but no information plane.
+    expected += [f"smoke-bare-{kind}.png" for kind in ("accuracy", "mi-decoder", "mi-edge", "infoplane-edge")]
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
     for name in expected:
         data = (folder / name).read_bytes()
@@ -222,7 +274,7 @@ def test_reestimate_prints_without_writing(traces, capsys):
     before = fingerprint(traces["full"], "/")
     rc, out, err = analyze(capsys, traces["full"], "--estimator", "kde", "--param", "sigma2=0.5")
     assert rc == 0, err
-    assert "kde (sigma2=0.5)" in out
+    assert "kde (sigma2=0.5, bound=saxe)" in out
     assert fingerprint(traces["full"], "/") == before
 
 
@@ -253,7 +305,7 @@ def make_bad(kind: str, tmp_path: Path, source: Path) -> Path:
     elif kind == "newer":
         shutil.copy(source, path)
         with h5py.File(path, "r+") as f:
-            f.attrs["schema_version"] = 2
+            f.attrs["schema_version"] = SCHEMA_VERSION + 1
     elif kind == "truncated":
         data = source.read_bytes()
         path.write_bytes(data[:len(data) // 2])
@@ -261,7 +313,7 @@ def make_bad(kind: str, tmp_path: Path, source: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind, fragment", [
-    ("text", "not an HDF5 file"), ("foreign", "not a fedmpi trace"), ("newer", "schema version 2"),
+    ("text", "not an HDF5 file"), ("foreign", "not a fedmpi trace"), ("newer", f"schema version {SCHEMA_VERSION + 1}"),
     ("truncated", "truncated"), ("missing", "does not exist")])
 def test_bad_files_give_one_line(traces, tmp_path, capsys, kind, fragment):
     path = make_bad(kind, tmp_path, traces["full"])

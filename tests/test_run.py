@@ -13,6 +13,7 @@ from fedmpi import config
 from fedmpi.algorithms import ALGORITHMS
 from fedmpi.compress import COMPRESSORS
 from fedmpi.reference import run_reference
+from fedmpi.protocol import BOUNDS
 from fedmpi.trace import MI_KEYS, SCHEMA_VERSION, open_trace
 
 from conftest import ROOT, SMOKE, launch, mpiexec, run_ok, smoke_args
@@ -57,6 +58,18 @@ def test_trace_has_the_documented_contents_and_shapes(three_ranks):
             values = f[f"mi/edge/{key}"][:]
             assert values.shape == (R, W) and np.isfinite(values).all(), key
         assert f["mi/edge"].attrs["units"] == "nats"
+        # The validated estimator: I(Z;Y) only, with standard errors, inside its bounds.
+        assert f["mi/decoder"].attrs["what_zy_kind"] == "lower_bound"
+        assert f["mi/decoder"].attrs["what_xz_kind"] == "none"
+        zy, zy_se = f["mi/decoder/zy_averaged"][:], f["mi/decoder/zy_averaged_se"][:]
+        assert np.isfinite(zy).all() and (zy_se > 0).all() and np.isnan(f["mi/decoder/xz_local"][:]).all()
+        assert (f["mi/decoder/failure"][:] == b"").all()
+        for name in BOUNDS:
+            assert f[f"bounds/{name}"].shape == (R, W) and np.isfinite(f[f"bounds/{name}"][:]).all(), name
+        entropy, fano = f["bounds/entropy"][:], f["bounds/fano_averaged"][:]
+        assert ((0 <= f["bounds/error_averaged"][:]) & (f["bounds/error_averaged"][:] <= 1)).all()
+        assert (fano <= entropy).all() and (zy > fano - 3 * (zy_se + f["bounds/fano_se_averaged"][:])).all()
+        assert (zy < entropy + 3 * zy_se).all()
         assert f["model/final_averaged"].shape == (62006,)
         np.testing.assert_array_equal(f["workers/num_examples"][:], [512, 512])
         acc = f["metrics/local_acc"][:]
@@ -117,6 +130,7 @@ def _trace_arrays(path):
         out["final_averaged"] = f["model/final_averaged"][:]
         out["z_local"] = f["activations/local"][:]
         out["z_averaged"] = f["activations/averaged"][:]
+        out["bounds"] = np.stack([f[f"bounds/{name}"][:] for name in BOUNDS], axis=-1)  # (R, W, len(BOUNDS))
     return out
 
 
@@ -135,7 +149,7 @@ def test_mpi_run_equals_single_process_reference(tmp_path, redistribute, algorit
     want = run_reference(cfg, num_workers=2)
     np.testing.assert_array_equal(got["step"], want["step"])
     for key in ("test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
-                "train_loss", "final_averaged", "z_local", "z_averaged"):
+                "train_loss", "final_averaged", "z_local", "z_averaged", "bounds"):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
     if not redistribute:  # the locals drift apart from the average: the two runs differ from each other
         assert np.abs(got["local_acc"] - got["averaged_acc"]).max() > 0

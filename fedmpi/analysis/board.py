@@ -16,7 +16,7 @@ def export(traces: Sequence[Trace], folder: str, out) -> None:
     import numpy as np
 
     from fedmpi.analysis.plots import labels
-    from fedmpi.tensorboard import Board, require, row_scalars
+    from fedmpi.tensorboard import Board, bound_scalars, require, row_scalars
     require("--tensorboard")
     for t, label in zip(traces, labels(traces)):
         board = Board(folder, label)
@@ -24,6 +24,7 @@ def export(traces: Sequence[Trace], folder: str, out) -> None:
             metrics = {name: values[r] for name, values in t.metrics.items() if not name.endswith("_seconds")}
             mi = {est: {key: v[r] for key, v in values.items()} for est, values in t.mi.items()
                   if not np.all(np.isnan(np.stack(list(values.values()))[:, r]))}
-            board.write(int(t.step[r]), row_scalars(metrics, mi))
+            bounds = bound_scalars({name: values[r] for name, values in (t.bounds or {}).items()})
+            board.write(int(t.step[r]), row_scalars(metrics, mi, bounds))
         board.close()
         out.print(f"wrote {t.rounds} rows of {t.path} to {folder}/{label}")

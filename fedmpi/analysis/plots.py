@@ -49,6 +49,7 @@ def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create plot folder {folder}: {exc.strerror}") from None
+    import numpy as np
     paths = []
     for t, label in zip(traces, labels(traces)):
         if t.rounds == 0:
@@ -59,7 +60,8 @@ def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
             if latest_mi(t, est)[0] is None:
                 continue
             figures.append((f"{label}-mi-{est}.png", _mi_figure(t, est)))
-            figures.append((f"{label}-infoplane-{est}.png", _infoplane_figure(t, est)))
+            if not all(np.isnan(t.mi[est][f"xz_{m}"]).all() for m in MODELS):  # decoders: I(Z;Y) only
+                figures.append((f"{label}-infoplane-{est}.png", _infoplane_figure(t, est)))
         for name, fig in figures:
             path = os.path.join(folder, name)
             try:
@@ -81,7 +83,10 @@ def _figure(rows: int, cols: int, width: float, height: float):
 
 
 def _mi_figure(t: Trace, est: str):
-    """The paper's Figures 1-4: per worker, I(X;Z) left and I(Z;Y) right at each sync point."""
+    """The paper's Figures 1-4: per worker, I(X;Z) left and I(Z;Y) right at each sync point.
+
+    On the I(Z;Y) side, the band [Fano, H(Y)] of each model (shaded) and its head bound
+    H(Y) - CE (dotted), where the trace has them; error bars are standard errors."""
     import numpy as np
     from matplotlib.ticker import MaxNLocator
     W = t.num_workers
@@ -93,17 +98,38 @@ def _mi_figure(t: Trace, est: str):
             ax = axes[k, c]
             for model in MODELS:
                 y = values[f"{side}_{model}"][:, k]
+                se = t.mi_se[est][f"{side}_{model}"][:, k]
                 ok = ~np.isnan(y)  # rounds skipped by mi.every or not estimated yet
-                ax.plot(sync_point[ok], y[ok], color=_MODEL_COLOR[model], label=f"{model} model",
-                        markersize=4, **_MODEL_STYLE[model])
+                ax.errorbar(sync_point[ok], y[ok], yerr=np.nan_to_num(se[ok]), color=_MODEL_COLOR[model],
+                            label=f"{model} model", markersize=4, capsize=2, **_MODEL_STYLE[model])
+                if side == "zy" and t.bounds:
+                    fano, head = t.bounds[f"fano_{model}"][:, k], t.bounds[f"head_{model}"][:, k]
+                    upper = t.bounds["entropy"][:, k]
+                    has = ~np.isnan(fano)
+                    ax.fill_between(sync_point[has], fano[has], upper[has], color=_MODEL_COLOR[model],
+                                    alpha=0.12, linewidth=0, label=f"[Fano, H(Y)], {model}")
+                    ax.plot(sync_point[has], head[has], color=_MODEL_COLOR[model], linestyle=":",
+                            linewidth=1.2, label=f"head H(Y)-CE, {model}")
+            if side == "xz" and not np.any(~np.isnan(values["xz_local"][:, k])) \
+                    and not np.any(~np.isnan(values["xz_averaged"][:, k])):
+                ax.text(0.5, 0.5, f"{est} does not estimate I(X;Z)", transform=ax.transAxes,
+                        ha="center", va="center", color="grey")
             ax.set_title(f"worker {k} (local dataset {k}): {what}")
             ax.set_ylabel(f"{what} [nats]")
             ax.set_xlabel("sync point")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(loc="best", fontsize="small")
-    fig.suptitle(f"Mutual information ({est_label(t, est)}), X left, Y right\n{_title(t)}")
+    fig.suptitle(f"Mutual information ({est_label(t, est)}), X left, Y right\n{_title(t)}{_what(t, est)}")
     return fig
+
+
+def _what(t: Trace, est: str) -> str:
+    """What the estimator's two numbers are (its `what_*` attributes, schema 2), for titles."""
+    import textwrap
+    params = t.mi_params.get(est, {})
+    lines = [f"{side}: {params[f'what_{side}']}" for side in ("xz", "zy") if f"what_{side}" in params]
+    return "".join("\n" + textwrap.shorten(line, 160) for line in lines)
 
 
 def _accuracy_figure(t: Trace):
@@ -170,5 +196,5 @@ def _infoplane_figure(t: Trace, est: str):
                        label="sync point")
     bar.locator = MaxNLocator(integer=True)
     bar.update_ticks()
-    fig.suptitle(f"Information plane ({est_label(t, est)})\n{_title(t)}")
+    fig.suptitle(f"Information plane ({est_label(t, est)})\n{_title(t)}{_what(t, est)}")
     return fig

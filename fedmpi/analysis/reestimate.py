@@ -15,8 +15,8 @@ from typing import Sequence
 
 from fedmpi.analysis.summary import fmt
 from fedmpi.errors import UsageError
-from fedmpi.trace import (ANALYSIS_GROUP, MI_KEYS, MODELS, Trace, dataset, opened, read_activations, read_probe,
-                          write_analysis)
+from fedmpi.trace import (ANALYSIS_GROUP, MI_KEYS, MI_SE_KEYS, MODELS, Trace, dataset, opened,
+                          read_activations, read_probe, write_analysis)
 
 
 def estimator_params(name: str, assignments: Sequence[str]):
@@ -64,7 +64,8 @@ def _plain(params) -> dict:
 
 
 def reestimate(f, name: str, params, path: str) -> dict:
-    """I(X;Z) and I(Z;Y) for every complete row and worker of an open trace: key -> (R, W) nats."""
+    """I(X;Z) and I(Z;Y) (those the estimator estimates) and their standard errors, for every
+    complete row and worker of an open trace: key (MI_KEYS, MI_SE_KEYS) -> (R, W) nats."""
     import numpy as np
 
     from fedmpi import info
@@ -72,18 +73,26 @@ def reestimate(f, name: str, params, path: str) -> dict:
     R = len(dataset(f, "rounds/step", path))
     W, P = probe_y.shape
     flat_x = probe_x.reshape(W, P, -1)
+    pairs = info.pairs(name)
     try:
-        prepared = [info.prepare(name, flat_x[k], params) for k in range(W)]
+        prepared = [info.prepare(name, flat_x[k], params) for k in range(W)] if info.XZ in pairs else None
     except ValueError as exc:
         raise UsageError(f"{name} cannot estimate on {path}: {exc}") from None
-    out = {key: np.full((R, W), np.nan) for key in MI_KEYS}
+    out = {key: np.full((R, W), np.nan) for key in MI_KEYS + MI_SE_KEYS}
     for r in range(R):
         z = read_activations(f, path, r)  # model -> (W, P, D) float32
         for k in range(W):
             for model in MODELS:
                 zk = z[model][k].astype(np.float64)
-                out[f"xz_{model}"][r, k] = info.estimate(name, prepared[k], zk, params)
-                out[f"zy_{model}"][r, k] = info.estimate(name, zk, probe_y[k], params)
+                for pair, a, b in ((info.XZ, prepared[k] if prepared else None, zk), (info.ZY, zk, probe_y[k])):
+                    if pair not in pairs:
+                        continue
+                    try:
+                        est = info.estimate_with_error(name, a, b, params)
+                    except ValueError as exc:
+                        raise UsageError(f"{name} cannot estimate sync point {r + 1}, worker {k}, {model} model "
+                                         f"on {path}: {exc}") from None
+                    out[f"{pair}_{model}"][r, k], out[f"{pair}_{model}_se"][r, k] = est.value, est.stderr
     return out
 
 
@@ -104,7 +113,9 @@ def reestimate_all(traces: Sequence[Trace], name: str, params, write: bool, over
             values = reestimate(f, name, params, t.path)
             print_estimates(t, name, params, values, out)
             if write:  # --overwrite: only this analysis group is replaced
-                attrs = dict(_plain(params), estimator=name, units="nats", rounds=t.rounds)
+                from fedmpi import info
+                attrs = dict(_plain(params), estimator=name, units="nats", rounds=t.rounds,
+                             **{f"what_{k}": v for k, v in info.describe(name, params).items()})
                 write_analysis(f, group_name, attrs, values)
                 out.print(f"wrote /{group_name} to {t.path}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from fedmpi.trace import Trace, setting
+from fedmpi.trace import MODELS, Trace, setting
 
 MISSING = "?"  # shown for config fields a trace's config does not give
 
@@ -53,6 +53,28 @@ def latest_mi(t: Trace, est: str) -> tuple[int | None, dict]:
     return r, {k: v[r] for k, v in values.items()}
 
 
+def band_violations(t: Trace, z: float = 2.0) -> list[tuple[str, int, int, str, object]]:
+    """Every I(Z;Y) estimate of the trace outside [Fano, H(Y)] beyond `z` combined standard
+    errors: (estimator, row, worker, model, info.bounds.BoundCheck). Empty for traces
+    without /bounds (schema 1)."""
+    import numpy as np
+
+    from fedmpi.info.bounds import outside_band
+    if not t.bounds:
+        return []
+    out = []
+    for est, values in t.mi.items():
+        for r in range(t.rounds):
+            row_bounds = {name: v[r] for name, v in t.bounds.items()}
+            for model in MODELS:
+                v = values[f"zy_{model}"][r]
+                if np.all(np.isnan(v)):
+                    continue
+                for k, check in outside_band(v, t.mi_se[est][f"zy_{model}"][r], row_bounds, model, z):
+                    out.append((est, r, k, model, check))
+    return out
+
+
 def est_label(t: Trace, est: str) -> str:
     return f"{est} (re-estimated)" if est in t.analysis else est
 
@@ -88,20 +110,66 @@ def print_summary(t: Trace, out) -> None:
     if not t.mi:
         out.print("no MI estimates in this trace (mi.estimators was empty)")
         return
-    mi_table = Table(title="latest MI estimates (nats), per worker")
-    for col in ("estimator", "sync point", "worker", "I(X;Z) local", "I(X;Z) averaged", "I(Z;Y) local",
-                "I(Z;Y) averaged"):
+    bounded = bool(t.bounds)
+    title = "latest MI estimates (nats, ± standard error), per worker"
+    if bounded:
+        title += ("; I(Z;Y) lies in [Fano, H(Y)] of the worker's probe: Fano from the model's error, "
+                  "head = H(Y) - CE of the model's own classifier (probe examples are training examples)")
+    mi_table = Table(title=title)
+    cols = ["estimator", "sync point", "worker", "I(X;Z) local", "I(X;Z) averaged", "I(Z;Y) local",
+            "I(Z;Y) averaged"]
+    if bounded:
+        cols += ["Fano local", "Fano averaged", "head local", "head averaged", "H(Y)"]
+    for col in cols:
         mi_table.add_column(col, justify="left" if col == "estimator" else "right")
+    flagged = {(est, r, k, model) for est, r, k, model, _ in band_violations(t)}
     for est in t.mi:
         r, values = latest_mi(t, est)
         if r is None:
-            mi_table.add_row(est_label(t, est), "-", "-", "not estimated yet", "", "", "")
+            mi_table.add_row(est_label(t, est), "-", "-", "not estimated yet", *[""] * (len(cols) - 4))
             continue
+        se = t.mi_se[est]
         for k in range(t.num_workers):
-            mi_table.add_row(est_label(t, est) if k == 0 else "", str(int(t.index[r]) + 1), str(k),
-                             *(fmt(values[key][k]) for key in ("xz_local", "xz_averaged", "zy_local",
-                                                                "zy_averaged")))
+            cells = [est_label(t, est) if k == 0 else "", str(int(t.index[r]) + 1), str(k)]
+            for key in ("xz_local", "xz_averaged", "zy_local", "zy_averaged"):
+                cell = fmt(values[key][k])
+                if not np.isnan(se[key][r, k]):
+                    cell += f" ± {se[key][r, k]:.3f}"
+                if key.startswith("zy") and (est, r, k, key[3:]) in flagged:
+                    cell += " !"
+                cells.append(cell)
+            if bounded:
+                cells += [fmt(t.bounds[name][r, k], 3) for name in
+                          ("fano_local", "fano_averaged", "head_local", "head_averaged", "entropy")]
+            mi_table.add_row(*cells)
     out.print(mi_table)
+    print_band_report(t, out)
+
+
+def print_band_report(t: Trace, out) -> None:
+    """One line per estimator on the band check over all rows; the failures recorded in the trace."""
+    if t.bounds:
+        found = band_violations(t)
+        for est in t.mi:
+            mine = [v for v in found if v[0] == est]
+            if not mine:
+                out.print(f"{est_label(t, est)}: every I(Z;Y) estimate inside [Fano, H(Y)] (within 2 standard "
+                          "errors)")
+                continue
+            shown = "; ".join(f"sync point {int(t.index[r]) + 1} worker {k} {model}: {check.side} by "
+                              f"{check.excess:.3f} nats ({check.excess_se:.1f} se)"
+                              for _, r, k, model, check in mine[:5])
+            more = f"; +{len(mine) - 5} more" if len(mine) > 5 else ""
+            out.print(f"! {est_label(t, est)}: {len(mine)} I(Z;Y) estimate(s) outside [Fano, H(Y)] beyond "
+                      f"sampling error (marked !): {shown}{more}")
+    else:
+        out.print("this trace has no /bounds (written before schema 2): I(Z;Y) cannot be checked against them")
+    for est, failures in (t.mi_failures or {}).items():
+        for r, reason in list(failures.items())[:3]:
+            out.print(f"! {est} failed at sync point {int(t.index[r]) + 1} (values NaN): {reason}")
+        if len(failures) > 3:
+            out.print(f"! {est} failed at {len(failures) - 3} more sync point(s); all reasons are in "
+                      f"/mi/{est}/failure")
 
 
 def print_comparison(traces: Sequence[Trace], out) -> None:
@@ -109,11 +177,12 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
     from rich.table import Table
     estimators = list(dict.fromkeys(est for t in traces for est in t.mi))
     table = Table(title="fedmpi traces (accuracies: final; local/averaged: mean over workers; "
-                        "MI: latest, mean over workers, nats)")
+                        "MI: latest, mean over workers, nats; outside: I(Z;Y) estimates outside "
+                        "[Fano, H(Y)] beyond sampling error, all rows)")
     cols = ["trace", "job", "data", "workers", "sync every", "redistribution", "status", "rounds",
             "test acc", "best test", "local acc", "averaged acc"]
     for est in estimators:
-        cols += [f"{est} I(X;Z) loc/avg", f"{est} I(Z;Y) loc/avg"]
+        cols += [f"{est} I(X;Z) loc/avg", f"{est} I(Z;Y) loc/avg", f"{est} outside"]
     left = ("trace", "job", "data", "status")
     for col in cols:
         table.add_column(col, justify="left" if col in left else "right", no_wrap=col in left)
@@ -132,9 +201,10 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
         for est in estimators:
             r, values = latest_mi(t, est) if est in t.mi else (None, {})
             if r is None:
-                row += ["-", "-"]
+                row += ["-", "-", "-"]
             else:
-                row += [f"{np.mean(values[f'{s}_local']):.3f}/{np.mean(values[f'{s}_averaged']):.3f}"
-                        for s in ("xz", "zy")]
+                row += [f"{np.nanmean(values[f'{s}_local']):.3f}/{np.nanmean(values[f'{s}_averaged']):.3f}"
+                        if not np.all(np.isnan(values[f"{s}_local"])) else "-" for s in ("xz", "zy")]
+                row.append(str(sum(v[0] == est for v in band_violations(t))) if t.bounds else "?")
         table.add_row(*row)
     out.print(table)

@@ -25,7 +25,8 @@ def csv_rows(t: Trace) -> Iterator[tuple]:
 
     round is /rounds/index (0-based sync point); worker is "" for the test set
     metrics, which measure the averaged model on the shared test set; MI rows
-    that are NaN (not estimated) are left out.
+    (mi/<estimator>/<xz|zy>[_se]) and bound rows (bounds/<entropy|error|fano|head>[_se],
+    docs/trace-format.md) that are NaN are left out.
     """
     import numpy as np
     W = t.num_workers
@@ -45,6 +46,16 @@ def csv_rows(t: Trace) -> Iterator[tuple]:
                         v = float(values[f"{side}_{model}"][r, k])
                         if not np.isnan(v):
                             yield head + (k, model, f"mi/{est}/{side}", v)
+                            se = float(t.mi_se[est][f"{side}_{model}"][r, k])
+                            if not np.isnan(se):
+                                yield head + (k, model, f"mi/{est}/{side}_se", se)
+        for name, values in (t.bounds or {}).items():
+            model = next((m for m in MODELS if name.endswith(f"_{m}")), "")
+            metric = name[:-len(model) - 1] if model else name  # fano_se_local -> fano_se
+            for k in range(W):
+                v = float(values[r, k])
+                if not np.isnan(v):
+                    yield head + (k, model, f"bounds/{metric}", v)
 
 
 def write_csv_file(traces: Sequence[Trace], path: str, out) -> None:

@@ -197,3 +197,21 @@ def compare_to_bounds(value: float, stderr: float, lower: float, lower_stderr: f
             excess_se = excess / combined if combined > 0.0 else math.inf
             return BoundCheck(side if excess > z * combined else "inside", float(excess), float(excess_se))
     return BoundCheck("inside", 0.0, 0.0)
+
+
+def outside_band(values, stderrs, bounds, which: str, z: float = 2.0) -> list[tuple[int, BoundCheck]]:
+    """The workers whose I(Z;Y) estimate lies outside [Fano, H(Y)] beyond sampling error.
+
+    values, stderrs: (W,) estimates and standard errors for model ``which``
+    ("local" or "averaged"); bounds: a trace's /bounds names -> (W,)
+    ("entropy", "entropy_se", "fano_<which>", "fano_se_<which>").  Returns
+    (worker index, check) for each worker whose check is "below" or "above".
+    """
+    out = []
+    for k, (value, se) in enumerate(zip(np.asarray(values, float), np.asarray(stderrs, float))):
+        check = compare_to_bounds(float(value), float(se), float(bounds[f"fano_{which}"][k]),
+                                  float(bounds[f"fano_se_{which}"][k]), float(bounds["entropy"][k]),
+                                  float(bounds["entropy_se"][k]), z)
+        if check.side in ("below", "above"):
+            out.append((k, check))
+    return out
