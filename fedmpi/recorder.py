@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from fedmpi.info.bounds import outside_band
 from fedmpi.protocol import BOUNDS, METRICS
 from fedmpi.tensorboard import bound_scalars, row_scalars
 
@@ -60,7 +61,6 @@ class Recorder:
 
     def _mi(self, row: int, results: dict) -> None:
         """results: estimator -> (values, failure) from the measurement thread."""
-        from fedmpi.info.bounds import outside_band
         for name, (values, failure) in results.items():
             self.writer.write_mi(row, name, values, failure)
             if failure:

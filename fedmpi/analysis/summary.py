@@ -122,7 +122,8 @@ def print_summary(t: Trace, out) -> None:
         cols += ["Fano local", "Fano averaged", "head local", "head averaged", "H(Y)"]
     for col in cols:
         mi_table.add_column(col, justify="left" if col == "estimator" else "right")
-    flagged = {(est, r, k, model) for est, r, k, model, _ in band_violations(t)}
+    found = band_violations(t)
+    flagged = {(est, r, k, model) for est, r, k, model, _ in found}
     for est in t.mi:
         r, values = latest_mi(t, est)
         if r is None:
@@ -143,13 +144,13 @@ def print_summary(t: Trace, out) -> None:
                           ("fano_local", "fano_averaged", "head_local", "head_averaged", "entropy")]
             mi_table.add_row(*cells)
     out.print(mi_table)
-    print_band_report(t, out)
+    print_band_report(t, found, out)
 
 
-def print_band_report(t: Trace, out) -> None:
-    """One line per estimator on the band check over all rows; the failures recorded in the trace."""
+def print_band_report(t: Trace, found: list, out) -> None:
+    """One line per estimator on the band check over all rows (`found`: band_violations(t));
+    the failures recorded in the trace."""
     if t.bounds:
-        found = band_violations(t)
         for est in t.mi:
             mine = [v for v in found if v[0] == est]
             if not mine:
@@ -189,6 +190,7 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
     for t in traces:
         job = job_fields(t)
         R = t.rounds
+        found = band_violations(t)
         redistribute = setting(t, "sync.redistribute")
         row = [t.path, t.job, f"{job['dataset']} {job['partition']}", str(t.num_workers),
                str(setting(t, "sync.every", MISSING)),
@@ -205,6 +207,6 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
             else:
                 row += [f"{np.nanmean(values[f'{s}_local']):.3f}/{np.nanmean(values[f'{s}_averaged']):.3f}"
                         if not np.all(np.isnan(values[f"{s}_local"])) else "-" for s in ("xz", "zy")]
-                row.append(str(sum(v[0] == est for v in band_violations(t))) if t.bounds else "?")
+                row.append(str(sum(v[0] == est for v in found)) if t.bounds else "?")
         table.add_row(*row)
     out.print(table)

@@ -168,29 +168,15 @@ class ResNet(FedModel):
         return self.fc(z)
 
 
-@MODELS.register("resnet8", ResNetParams)
-def resnet8(params: ResNetParams = ResNetParams(), input_shape: tuple[int, ...] = (3, 32, 32),
-            num_classes: int = 10) -> ResNet:
-    """ResNet-8: n = 1 block per stage."""
-    return ResNet(1, params, input_shape, num_classes)
+def _register(name: str, blocks: int) -> None:
+    """ResNet-(6n+2) as model `name`: n = `blocks` blocks per stage."""
+    def build(params: ResNetParams = ResNetParams(), input_shape: tuple[int, ...] = (3, 32, 32),
+              num_classes: int = 10) -> ResNet:
+        return ResNet(blocks, params, input_shape, num_classes)
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"ResNet-{6 * blocks + 2}: n = {blocks} block(s) per stage."
+    MODELS.register(name, ResNetParams)(build)
 
 
-@MODELS.register("resnet20", ResNetParams)
-def resnet20(params: ResNetParams = ResNetParams(), input_shape: tuple[int, ...] = (3, 32, 32),
-             num_classes: int = 10) -> ResNet:
-    """ResNet-20: n = 3 blocks per stage."""
-    return ResNet(3, params, input_shape, num_classes)
-
-
-@MODELS.register("resnet32", ResNetParams)
-def resnet32(params: ResNetParams = ResNetParams(), input_shape: tuple[int, ...] = (3, 32, 32),
-             num_classes: int = 10) -> ResNet:
-    """ResNet-32: n = 5 blocks per stage."""
-    return ResNet(5, params, input_shape, num_classes)
-
-
-@MODELS.register("resnet56", ResNetParams)
-def resnet56(params: ResNetParams = ResNetParams(), input_shape: tuple[int, ...] = (3, 32, 32),
-             num_classes: int = 10) -> ResNet:
-    """ResNet-56: n = 9 blocks per stage."""
-    return ResNet(9, params, input_shape, num_classes)
+for _name, _blocks in (("resnet8", 1), ("resnet20", 3), ("resnet32", 5), ("resnet56", 9)):
+    _register(_name, _blocks)
