@@ -13,6 +13,10 @@
 (a2) two copies of (a) at once: what two processes on this machine's cores
     get each, without any fedmpi, so the machine's own contention (shared
     caches, memory bandwidth) can be told apart from fedmpi's overhead.
+(before) with --before DIR: (b) run again from another checkout of fedmpi
+    (its `fedmpi` package and jobs/smoke.yaml), alternating with this
+    checkout's (b) twice each, so a restructuring's cost shows as a ratio
+    measured in the same run.
 It prints b/a, b/a2 and c/a and the coordinator's CPU seconds per wall second
 while the workers train (from /timing/coordinator_cpu_seconds in the trace).
 Data are synthetic images of CIFAR-10's shape: the compute per step is the
@@ -77,18 +81,19 @@ def two_plain_at_once(steps: int) -> list[float]:
     return [float(p.communicate()[0]) for p in procs]
 
 
-def fedmpi_run(mpiexec: list[str], steps: int, out: Path, name: str, trace_every: int) -> dict:
+def fedmpi_run(mpiexec: list[str], steps: int, out: Path, name: str, trace_every: int,
+               root: Path = ROOT) -> dict:
     epochs = steps // (EXAMPLES // BATCH)
     sets = [f"data.samples_per_worker={EXAMPLES}", "data.probe_size=1000", "data.eval_size=2000",
             "data.test_size=10000", f"train.epochs={epochs}", f"sync.every={SYNC_EVERY}",
             "trace.activations=false", "mi.estimators=[]", f"trace.every={trace_every}",
             f"trace.path={name}.h5", "train.lr=0.01", "train.momentum=0.9"]
-    cmd = [*mpiexec, "-n", "3", sys.executable, "-m", "fedmpi", "-c", str(ROOT / "jobs" / "smoke.yaml"),
+    cmd = [*mpiexec, "-n", "3", sys.executable, "-m", "fedmpi", "-c", str(root / "jobs" / "smoke.yaml"),
            "-o", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    subprocess.run(cmd, check=True, cwd=root, env=env, stdout=subprocess.DEVNULL)
     with h5py.File(out / f"{name}.h5", "r") as f:
         wall = f["rounds/time"][-1]
         total_steps = int(f["rounds/step"][-1])
@@ -103,8 +108,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3000, help="local steps per worker (multiple of 100)")
     parser.add_argument("--mpiexec", default="mpiexec", help="MPI launcher (add Open MPI flags yourself)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout of fedmpi whose (b) is measured alternately with this one's")
     args = parser.parse_args()
     mpiexec = args.mpiexec.split()
+    if args.before is not None:
+        compare(mpiexec, args.steps, args.before.resolve())
+        return
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, steps per run {args.steps}")
     a1 = plain_steps_per_second(args.steps)
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,6 +135,22 @@ def main() -> None:
     print(f"ratio b/a2 = {b['steps_per_s'] / a2:.3f}  (fedmpi against the same two processes without it)")
     print(f"ratio c/a = {c['steps_per_s'] / a:.3f}   (with evaluation at every sync point)")
     print(f"coordinator CPU s per wall s while workers train: {b['coord_cpu_per_s']:.4f} (target <= 0.05)")
+
+
+def compare(mpiexec: list[str], steps: int, before: Path) -> None:
+    """(b) from `before` and from this checkout, alternating: before, after, before, after."""
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, steps per run {steps}")
+    print(f"before: {before}\nafter:  {ROOT}")
+    rates: dict[str, list[float]] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(2):
+            for label, root in (("before", before), ("after", ROOT)):
+                r = fedmpi_run(mpiexec, steps, Path(tmp), f"{label}-{i}", trace_every=10**9, root=root)
+                rates[label].append(r["steps_per_s"])
+                print(f"(b) {label:6s} run {i + 1}: {r['steps_per_s']:8.1f} steps/s per worker "
+                      f"({r['steps']} steps in {r['wall']:.1f} s)")
+    b, a = np.mean(rates["before"]), np.mean(rates["after"])
+    print(f"mean before {b:.1f}, after {a:.1f} steps/s per worker; ratio after/before = {a / b:.3f}")
 
 
 if __name__ == "__main__":
