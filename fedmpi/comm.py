@@ -12,6 +12,7 @@ worker. Importing this module starts nothing; `Comm()` initialises MPI.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 import traceback
@@ -37,6 +38,10 @@ class Comm:
         self._comm = MPI.COMM_WORLD
         self.rank: int = self._comm.Get_rank()
         self.world_size: int = self._comm.Get_size()
+        # What this rank sent and received since the last report: protocol.COMM_COUNTS
+        # (collectives joined, bytes up, bytes down, diagnostic bytes up). Counted from the
+        # buffers each collective moves (pickled size for objects), from this rank's side.
+        self.counts = np.zeros(4, dtype=np.int64)
         # Collective over all ranks, so done here, once, where every rank passes.
         self.node_worker_index, self.node_workers = self._node_placement()
         # Work this rank does while it waits in a collective (the coordinator writes finished
@@ -66,6 +71,7 @@ class Comm:
         node = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
         ranks = node.allgather(self.rank)
         node.Free()
+        self._count(_pickled(self.rank), sum(_pickled(r) for r in ranks if r != self.rank))
         workers = sorted(r for r in ranks if r != COORDINATOR)
         return (workers.index(self.rank) if self.rank in workers else -1), len(workers)
 
@@ -93,6 +99,7 @@ class Comm:
             except UsageError as exc:
                 outcome = ("usage", str(exc))
         kind, value = self._comm.bcast(outcome, root=COORDINATOR)
+        self._count(0, 0 if self.is_coordinator else _pickled((kind, value)))
         if kind == "usage":
             raise UsageError(value)
         return value
@@ -111,38 +118,56 @@ class Comm:
     def allreduce_sum(self, send_buf: np.ndarray, recv_buf: np.ndarray) -> None:
         """Collective: recv_buf <- the elementwise sum over ranks of send_buf (same shape on every rank)."""
         self._wait(self._comm.Iallreduce(send_buf, recv_buf, op=self._MPI.SUM))
+        self._count(send_buf.nbytes, recv_buf.nbytes)
 
-    def gather(self, buf: np.ndarray) -> np.ndarray | None:
+    def gather(self, buf: np.ndarray, diagnostic: bool = False) -> np.ndarray | None:
         """Collective: every worker's buf, stacked (W, ...) on the coordinator; None on workers.
 
-        The coordinator passes a buffer of the same shape, which is left out."""
-        return self._gather(buf)
+        The coordinator passes a buffer of the same shape, which is left out.
+        `diagnostic` counts the bytes apart (traffic a measurement adds, not the algorithm)."""
+        return self._gather(buf, diagnostic)
+
+    def allgather(self, buf: np.ndarray) -> np.ndarray:
+        """Collective: every rank's buf, stacked (world_size, ...) in rank order (the
+        coordinator's first), on every rank."""
+        recv = np.empty((self.world_size,) + buf.shape, dtype=buf.dtype)
+        self._wait(self._comm.Iallgather(buf, recv))
+        self._count(buf.nbytes, (self.world_size - 1) * buf.nbytes)
+        return recv
 
     def bcast(self, buf: np.ndarray) -> None:
         """Collective: every rank's buf <- the coordinator's, in place."""
         self._wait(self._comm.Ibcast(buf, root=COORDINATOR))
+        self._count(0, 0 if self.is_coordinator else buf.nbytes)
 
     def report(self, metrics_buf: np.ndarray, bounds_buf: np.ndarray,
-               z_buf: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+               z_buf: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Collective, each logged round: workers' metrics (len(METRICS),) and bounds
-        (len(BOUNDS),) float64 and, when due, Z (2, probe_size, D) float32 under the local
-        and the averaged model.
+        (len(BOUNDS),) float64, when due Z (2, probe_size, D) float32 under the local
+        and the averaged model, and last each worker's `counts` (len(COMM_COUNTS),) int64
+        since its previous report, this report included; the counts then restart from 0.
 
         The coordinator passes zero buffers and gets them stacked, (W, ...).
         """
         metrics = self._gather(metrics_buf)
         bounds = self._gather(bounds_buf)
         z = self._gather(z_buf) if z_buf is not None else None
-        return metrics, bounds, z
+        self._count(self.counts.nbytes, 0)  # the counts' own message, counted before it is sent
+        counts = self._gather(self.counts, counted=False)
+        self.counts[:] = 0
+        return metrics, bounds, z, counts
 
     def collect(self, obj: object) -> list | None:
         """Collective, at checkpoints: each worker's state (small, pickled) to the coordinator."""
         gathered = self._comm.gather(obj, root=COORDINATOR)
+        self._count(0 if self.is_coordinator else _pickled(obj), 0)
         return gathered[1:] if self.is_coordinator else None
 
     def distribute(self, objs: list | None) -> object:
         """Collective, on resume: the coordinator hands worker k objs[k]; it gets None itself."""
-        return self._comm.scatter([None] + list(objs) if self.is_coordinator else None, root=COORDINATOR)
+        mine = self._comm.scatter([None] + list(objs) if self.is_coordinator else None, root=COORDINATOR)
+        self._count(0, _pickled(mine) if not self.is_coordinator else 0)
+        return mine
 
     def placement(self) -> list[tuple[int, str, int]] | None:
         """Collective, at start: (rank, host, pid) of every rank, on the coordinator.
@@ -150,17 +175,31 @@ class Comm:
         Printed and stored, so that a launcher's message about a dead PID can be
         traced back to a rank."""
         import socket
-        gathered = self._comm.gather((self.rank, socket.gethostname(), os.getpid()), root=COORDINATOR)
+        mine = (self.rank, socket.gethostname(), os.getpid())
+        gathered = self._comm.gather(mine, root=COORDINATOR)
+        self._count(0 if self.is_coordinator else _pickled(mine), 0)
         return gathered if self.is_coordinator else None
 
-    def _gather(self, buf: np.ndarray) -> np.ndarray | None:
+    def _gather(self, buf: np.ndarray, diagnostic: bool = False, counted: bool = True) -> np.ndarray | None:
         recv = np.empty((self.world_size,) + buf.shape, dtype=buf.dtype) if self.is_coordinator else None
         self._wait(self._comm.Igather(buf, recv, root=COORDINATOR))
+        if counted:
+            self._count(0 if self.is_coordinator else buf.nbytes, 0, diagnostic)
         return recv[1:] if self.is_coordinator else None
+
+    def _count(self, up: int, down: int, diagnostic: bool = False) -> None:
+        self.counts[0] += 1
+        self.counts[3 if diagnostic else 1] += up
+        self.counts[2] += down
 
     # ------------------------------------------------------------ failure
     def abort(self, code: int = 1) -> None:
         self._comm.Abort(code)
+
+
+def _pickled(obj: object) -> int:
+    """Bytes of `obj` as mpi4py sends it (pickle, highest protocol)."""
+    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def run_or_abort(comm: Comm, fn: Callable[[], T]) -> T:

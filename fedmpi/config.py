@@ -64,19 +64,37 @@ class Choice:
 
     name: str
     params: Any
+    common: Any = None  # the section's keys shared by every plug-in (COMMON), or None
 
     def __getattr__(self, key: str) -> Any:
-        if key in ("name", "params") or key.startswith("__"):  # not set yet (copy, unpickling)
+        if key in ("name", "params", "common") or key.startswith("__"):  # not set yet (copy, unpickling)
             raise AttributeError(key)
+        if self.common is not None and key in {f.name for f in dataclasses.fields(self.common)}:
+            return getattr(self.common, key)
         return getattr(self.params, key)
 
 
-# The sections that are a Choice, and the registry each one chooses from.
+@dataclass(frozen=True)
+class CompressionCommon:
+    """Keys of `compression` that hold for every compressor (fedmpi.compressed)."""
+
+    # Also gather the uncompressed updates at logged sync points, to measure the aggregate's
+    # distortion and the rate-distortion limit; their bytes go to /comm/diagnostic_bytes.
+    measure_distortion: bool = False
+    # How compressed payloads travel: gathered on the coordinator, which decodes them and
+    # broadcasts the new model, or all-gathered so that every rank decodes them.
+    collective: Literal["gather", "allgather"] = "gather"
+
+
+# The sections that are a Choice, the registry each one chooses from, and the keys
+# a section has beside its plug-in's parameters.
 CHOICES: dict[str, Registry] = {"model": MODELS, "algorithm": ALGORITHMS, "compression": COMPRESSORS}
+COMMON: dict[str, type] = {"compression": CompressionCommon}
 
 
 def _choice(section: str, name: str) -> Choice:
-    return Choice(name, CHOICES[section][name].params())
+    common = COMMON[section]() if section in COMMON else None
+    return Choice(name, CHOICES[section][name].params(), common)
 
 
 @dataclass(frozen=True)
@@ -223,11 +241,16 @@ def _build_choice(section: str, raw: Any, default: Choice) -> Choice:
     name = raw.pop("name", default.name)
     if name not in registry:
         raise UsageError(f"config: {section}.name must be one of {', '.join(registry)}; got {name!r}")
+    common = None
+    if section in COMMON:
+        shared = {f.name for f in dataclasses.fields(COMMON[section])}
+        common = _build(COMMON[section], {k: raw.pop(k) for k in list(raw) if k in shared}, section + ".")
     cls = registry[name].params
     fields = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            allowed = ", ".join(["name", *sorted(fields)])
+            extra = sorted(f.name for f in dataclasses.fields(COMMON[section])) if section in COMMON else []
+            allowed = ", ".join(["name", *sorted(fields), *extra])
             raise UsageError(f"config: unknown key '{section}.{key}' for {section} {name!r}; allowed: {allowed}")
     hints = typing.get_type_hints(cls)
     defaults = {f.name: _default_of(f) for f in dataclasses.fields(cls)}
@@ -237,7 +260,7 @@ def _build_choice(section: str, raw: Any, default: Choice) -> Choice:
         params.check()
     except ValueError as exc:
         raise UsageError(f"config: {section}.{exc}") from None
-    return Choice(name, params)
+    return Choice(name, params, common)
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -335,7 +358,7 @@ def load(path: str | None, overrides: typing.Sequence[str] = ()) -> Config:
 def to_dict(cfg: Config) -> dict:
     def plain(v: Any) -> Any:
         if isinstance(v, Choice):
-            return {"name": v.name, **plain(v.params)}
+            return {"name": v.name, **plain(v.params), **(plain(v.common) if v.common is not None else {})}
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, tuple):
@@ -361,6 +384,8 @@ def differences(a: Config, b: Config) -> list[str]:
                 out.append(f"{prefix}name: {x.name!r} -> {y.name!r}")
             else:
                 walk(x.params, y.params, prefix)
+            if x.common is not None and y.common is not None:
+                walk(x.common, y.common, prefix)
         elif dataclasses.is_dataclass(x) and type(x) is type(y):
             for f in dataclasses.fields(x):
                 walk(getattr(x, f.name), getattr(y, f.name), prefix + f.name + ".")

@@ -20,8 +20,9 @@ import time
 import numpy as np
 import torch
 
-from fedmpi import checkpoint
+from fedmpi import checkpoint, compressed
 from fedmpi import config as config_mod
+from fedmpi.compress import build_compressor
 from fedmpi.console import Console
 from fedmpi.device import limit_threads
 from fedmpi.flat import layout_arrays
@@ -50,6 +51,12 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     measurements = Measurements(model, test_x, test_y, mi_params, probe_x, probe_y)
     algorithm = new_algorithm(cfg, model, measurements.flat, plan.num_clients)
     server = algorithm.server_init(measurements.flat.vector.numpy())
+    num_params = measurements.flat.size
+    bufs = RoundBuffers(algorithm.contribution_size)  # the coordinator's payload stays zero
+    compressor = None if cfg.compression.name == "none" else build_compressor(cfg.compression.name,
+                                                                               cfg.compression.params)
+    message = bufs.send.nbytes if compressor is None else compressed.message_bytes(compressor, num_params)
+    down = np.empty(num_params + 1, dtype=np.float32)  # [theta | stop] of a gathered compressed sync point
     config_yaml = config_mod.to_yaml(cfg)
     ckpt_path = checkpoint.path_for(trace_path)
 
@@ -63,7 +70,12 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             activations=cfg.trace.activations,
             mi_params={n: _attrs(n, p) for n, p in mi_params.items()},
             client_owner=np.concatenate([[k] * len(w.client_ids) for k, w in enumerate(plan.workers)]),
-            clients_per_round=plan.clients_per_round)
+            clients_per_round=plan.clients_per_round,
+            comm_attrs=dict(_attrs_of(cfg.compression.params), compression=cfg.compression.name,
+                            collective=cfg.compression.collective if compressor else cfg.sync.collective,
+                            measure_distortion=bool(compressor and cfg.compression.measure_distortion),
+                            num_params=num_params, message_bytes=message,
+                            payload_bytes=compressor.payload_bytes(num_params) if compressor else message))
     else:
         next_round = resume_state["sync_index"] + 1
         comm.distribute([{"group": s, "next_round": next_round} for s in resume_state["workers"]])
@@ -71,7 +83,6 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
         first, elapsed, cpu_used = next_round, resume_state["elapsed"], resume_state["cpu_seconds"]
         server = arrays(resume_state["server"])
 
-    bufs = RoundBuffers(algorithm.contribution_size)  # the coordinator's payload stays zero
     metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
     bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
     z_buf = np.zeros((2, P, D), dtype=np.float32)
@@ -93,32 +104,44 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     comm.idle = lambda: recorder.take(measurements.poll())
     row = writer.rows
     for i in range(first, schedule.num_rounds):
-        bufs.set_stop(stop.requested)
-        sync_point(comm, bufs, cfg.sync.collective)
-        server = algorithm.aggregate(server, bufs.summed)
+        diagnostics = np.full(len(compressed.DIAGNOSTICS), np.nan)
+        diagnostics[0] = compressed.uplink_bits(message, W, num_params)
+        if compressor is None:
+            bufs.set_stop(stop.requested)
+            sync_point(comm, bufs, cfg.sync.collective)
+            server = algorithm.aggregate(server, bufs.summed)
+            stopping = bufs.stopping
+        else:
+            combined = compressed.coordinator_sync(comm, cfg.compression.collective, compressor, message,
+                                                   stop.requested, server["theta"], down)
+            server, stopping = {"theta": combined.theta}, combined.stop
+            if cfg.compression.measure_distortion and schedule.logged(i):
+                updates = comm.gather(np.zeros(num_params, np.float32), diagnostic=True)
+                diagnostics[1:] = compressed.diagnose(combined, updates)
         console.sync_point(i, schedule.step(i))
         if schedule.logged(i):
             # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
             cpu_seconds = time.process_time() - cpu_start
-            worker_metrics, worker_bounds, z = comm.report(metrics_buf, bounds_buf,
-                                                           z_buf if schedule.wants_z(i) else None)
+            worker_metrics, worker_bounds, z, counts = comm.report(metrics_buf, bounds_buf,
+                                                                   z_buf if schedule.wants_z(i) else None)
             recorder.expect(row, dict(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
                                       seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
                                       sampled=plan.sampled(i), worker_metrics=worker_metrics,
-                                      worker_bounds=worker_bounds,
+                                      worker_bounds=worker_bounds, comm_counts=counts,
+                                      comm_diagnostics=diagnostics,
                                       z=z if cfg.trace.activations else None))
             mi_z = z if mi_params and schedule.mi_due(i) else None
             measurements.submit(row, server["theta"], mi_z, console.note)
             row += 1
             recorder.take(measurements.poll())
-        if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, bufs.stopping):
+        if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, stopping):
             states = comm.collect(None)
             recorder.take(measurements.drain())
             checkpoint.save(ckpt_path, {
                 "config": config_yaml, "world_size": comm.world_size, "sync_index": i, "rows": writer.rows,
                 "elapsed": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
                 "server": tensors(server), "workers": [s["group"] for s in states]})
-            if bufs.stopping:
+            if stopping:
                 comm.idle = None
                 measurements.close()
                 writer.close(None)
@@ -148,9 +171,14 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     return 0
 
 
+def _attrs_of(params) -> dict:
+    """A plug-in's parameters as HDF5 attributes (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+
+
 def _attrs(name: str, params) -> dict:
     """An estimator's parameters and, prefixed `what_`, what its numbers are (info.describe)."""
     from fedmpi import info
-    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+    out = _attrs_of(params)
     out.update({f"what_{k}": v for k, v in info.describe(name, params).items()})
     return out

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from fedmpi.algorithms import Algorithm, LocalWork, Setting, build_algorithm
 from fedmpi.algorithms.base import GradientHook, State
+from fedmpi.compress import build_compressor
+from fedmpi.compressed import Uplink
 from fedmpi.flat import FlatParams
 from fedmpi.models import build_model
 from fedmpi.protocol import BOUNDS
@@ -65,9 +67,13 @@ def check_plugins(cfg, input_shape, num_classes: int, num_clients: int) -> None:
     except ValueError as exc:
         raise UsageError(f"config: model.{exc}") from None  # plug-in messages start with the key
     try:
-        new_algorithm(cfg, model, FlatParams(model), num_clients)
+        algorithm = new_algorithm(cfg, model, FlatParams(model), num_clients)
     except ValueError as exc:
         raise UsageError(f"config: algorithm.{exc}") from None
+    if cfg.compression.name != "none" and not algorithm.compressible:
+        raise UsageError(f"config: compression.name {cfg.compression.name!r} needs an algorithm whose "
+                         f"contribution is the weighted model (fedavg, fedprox); {cfg.algorithm.name!r} "
+                         "also sends control variates. Use compression.name: none with it")
 
 
 def new_algorithm(cfg, model, flat: FlatParams, num_clients: int) -> Algorithm:
@@ -197,7 +203,8 @@ class ClientGroup:
     algorithm computes it from the same sum everywhere.
     """
 
-    def __init__(self, cfg, dataset, worker_data, x: torch.Tensor, y: torch.Tensor, device, num_clients: int):
+    def __init__(self, cfg, dataset, worker_data, x: torch.Tensor, y: torch.Tensor, device, num_clients: int,
+                 worker: int):
         self.redistribute = cfg.sync.redistribute
         self.lr = cfg.train.lr
         self.ids = worker_data.client_ids
@@ -214,6 +221,9 @@ class ClientGroup:
         self.server: State = algorithm.server_init(self.eval_flat.vector.detach().cpu().numpy())
         self.local_theta: torch.Tensor | None = None  # this round's local model, (num_params,) float32 CPU
         self._part = np.empty(algorithm.contribution_size, dtype=np.float32)
+        # With a compressor, what this worker sends at sync points (fedmpi.compressed).
+        self.uplink = None if cfg.compression.name == "none" else Uplink(
+            build_compressor(cfg.compression.name, cfg.compression.params), self.size, cfg.seed, worker)
 
     def train_round(self, sampled, steps: int, out: np.ndarray, where: str) -> float:
         """Train this worker's sampled clients; write the sum of their contributions into out.
@@ -249,6 +259,16 @@ class ClientGroup:
         """The server state after a sync point, from the sum of every contribution."""
         self.server = self.algorithm.aggregate(self.server, summed)
 
+    def message(self, summed_own: np.ndarray, sync_index: int, stop: bool) -> np.ndarray:
+        """This worker's compressed message (fedmpi.compressed) after `train_round` wrote
+        the sum of its clients' contributions [w theta, w] into `summed_own`."""
+        theta = None if self.local_theta is None else self.local_theta.numpy()
+        return self.uplink.message(theta, float(summed_own[-1]), self.server["theta"], sync_index, stop)
+
+    def set_global(self, theta: np.ndarray) -> None:
+        """The server state after a compressed sync point: the combined model."""
+        self.server = {"theta": np.array(theta, dtype=np.float32, copy=True)}
+
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, probe_size: int,
                  want_z: bool) -> tuple[Evaluation, Evaluation]:
         """The local model (NaN when no client trained) and the global one, on (x, y); the
@@ -263,14 +283,19 @@ class ClientGroup:
         return local, evaluate(self.evaluator, x, y, probe_size, want_z)
 
     def state(self) -> dict:
-        return {"clients": [c.state() for c in self.clients],
-                "algorithm": [tensors(s) for s in self.client_states], "server": tensors(self.server)}
+        out = {"clients": [c.state() for c in self.clients],
+               "algorithm": [tensors(s) for s in self.client_states], "server": tensors(self.server)}
+        if self.uplink is not None:
+            out["compressor"] = tensors(self.uplink.state)
+        return out
 
     def load_state(self, state: dict) -> None:
         for client, s in zip(self.clients, state["clients"]):
             client.load_state(s)
         self.client_states = [arrays(s) for s in state["algorithm"]]
         self.server = arrays(state["server"])
+        if self.uplink is not None:
+            self.uplink.state = arrays(state["compressor"])
 
 
 def tensors(state: State) -> dict[str, torch.Tensor]:

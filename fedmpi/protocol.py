@@ -9,12 +9,14 @@ whole round. One round i:
 2. Sync point: `sync_point` sums `[payload | control]` over all ranks (the
    coordinator adds zeros); `control` carries the stop flag, so a signal to
    any rank reaches every rank at the same sync point without another
-   message and never passes through an algorithm or a compressor.
+   message and never passes through an algorithm or a compressor. With a
+   compressor, the workers' encoded updates travel as bytes instead and the
+   stop flag rides in each message's trailer (fedmpi.compressed).
 3. Every rank turns the same sum into the same server state
    (`Algorithm.aggregate`).
 4. At logged rounds, workers report `METRICS`, the `BOUNDS` on I(Z;Y) of
-   their probe and, when due, Z of their probe under their local and the
-   averaged model (`Comm.report`).
+   their probe, when due Z of their probe under their local and the
+   averaged model, and their `COMM_COUNTS` (`Comm.report`).
 5. At `checkpoint_due` rounds the coordinator collects every worker's state
    and writes one checkpoint.
 """
@@ -35,6 +37,11 @@ METRICS = ("local_acc", "local_loss", "averaged_acc", "averaged_loss", "train_lo
 BOUNDS = ("entropy", "entropy_se",
           "error_local", "fano_local", "fano_se_local", "head_local", "head_se_local",
           "error_averaged", "fano_averaged", "fano_se_averaged", "head_averaged", "head_se_averaged")
+
+# What each worker sent and received since its previous report (int64; fedmpi.comm counts them
+# from the buffers every collective moves): collectives joined, bytes up, bytes down, and the
+# diagnostic bytes up of compression.measure_distortion, kept out of bytes_up.
+COMM_COUNTS = ("messages", "bytes_up", "bytes_down", "diagnostic_bytes")
 
 # Slots after the payload in the summed round buffer, float32.
 CONTROL = ("stop",)  # stop: > 0 when some rank was asked (SIGTERM/SIGUSR1) to checkpoint and stop

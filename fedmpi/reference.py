@@ -13,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedmpi import data
+from fedmpi import compressed, data
 from fedmpi.device import limit_threads
 from fedmpi.flat import FlatParams
 from fedmpi.local import ClientGroup, evaluate, new_model, probe_bounds, worker_tensors
 from fedmpi.plan import make_plan
+from fedmpi.protocol import CONTROL
 
 
 def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
@@ -25,15 +26,16 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
 
     Keys: step [R], test_acc [R], test_loss [R], local_acc, local_loss, averaged_acc,
     averaged_loss, train_loss [R, W], bounds [R, W, len(BOUNDS)], sampled [R, S], z_local, z_averaged [R, W, P, D]
-    (when the run logs activations) and final_averaged [num_params].
+    (when the run logs activations), comm_diagnostics [R, len(compressed.DIAGNOSTICS)] and
+    final_averaged [num_params].
     """
     limit_threads(cfg.train.threads)
     dataset = data.load(cfg.data, cfg.clients.total or num_workers, cfg.seed)
     plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), num_workers)
     schedule = plan.schedule
     tensors = [worker_tensors(dataset, w, "cpu") for w in plan.workers]
-    groups = [ClientGroup(cfg, dataset, w, x, y, "cpu", plan.num_clients)
-              for w, (x, y, _, _) in zip(plan.workers, tensors)]
+    groups = [ClientGroup(cfg, dataset, w, x, y, "cpu", plan.num_clients, worker=k)
+              for k, (w, (x, y, _, _)) in enumerate(zip(plan.workers, tensors))]
     evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")
     evaluator_flat = FlatParams(evaluator)
     test_x = dataset.to_tensor(dataset.test_x[plan.test_indices])
@@ -44,20 +46,35 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
 
     out: dict[str, list] = {key: [] for key in (
         "step", "test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
-        "train_loss", "bounds", "sampled", "z_local", "z_averaged")}
+        "train_loss", "bounds", "sampled", "z_local", "z_averaged", "comm_diagnostics")}
+    uplink = groups[0].uplink
+    message = (payloads.shape[1] + len(CONTROL)) * 4 if uplink is None else \
+        compressed.message_bytes(uplink.compressor, algorithm.num_params)
     for i in range(schedule.num_rounds):
         sampled = set(plan.sampled(i))
         losses = [g.train_round(sampled, schedule.steps_before(i), payloads[k], f"worker {k + 1}")
                   for k, g in enumerate(groups)]
-        # Summed in rank order, the coordinator's zeros first, as the collective does.
-        summed = np.zeros(payloads.shape[1], dtype=np.float32)
-        for payload in payloads:
-            summed += payload
-        server = algorithm.aggregate(server, summed)
-        for g in groups:
-            g.aggregate(summed)
+        diagnostics = np.full(len(compressed.DIAGNOSTICS), np.nan)
+        diagnostics[0] = compressed.uplink_bits(message, num_workers, algorithm.num_params)
+        if uplink is None:
+            # Summed in rank order, the coordinator's zeros first, as the collective does.
+            summed = np.zeros(payloads.shape[1], dtype=np.float32)
+            for payload in payloads:
+                summed += payload
+            server = algorithm.aggregate(server, summed)
+            for g in groups:
+                g.aggregate(summed)
+        else:
+            messages = np.stack([g.message(payloads[k], i, False) for k, g in enumerate(groups)])
+            combined = compressed.combine(uplink.compressor, messages, server["theta"])
+            server = {"theta": combined.theta}
+            for g in groups:
+                g.set_global(combined.theta)
+            if cfg.compression.measure_distortion and schedule.logged(i):
+                diagnostics[1:] = compressed.diagnose(combined, np.stack([g.uplink.update for g in groups]))
         if not schedule.logged(i):
             continue
+        out["comm_diagnostics"].append(diagnostics)
         want_z = schedule.wants_z(i)
         pairs = [g.evaluate(ex, ey, plan.probe_size, want_z) for g, (_, _, ex, ey) in zip(groups, tensors)]
         evaluator_flat.assign(torch.from_numpy(server["theta"]))

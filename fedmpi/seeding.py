@@ -17,6 +17,7 @@ INIT = 4  # model initialisation
 SYNTHETIC = 5
 TEST = 6  # test subset
 CLIENTS = 7  # per-round client sampling
+COMPRESSION = 8  # per-worker, per-sync-point draws of stochastic compressors
 
 
 def rng_for(seed: int, *tags: int) -> np.random.Generator:

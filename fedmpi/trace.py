@@ -26,11 +26,13 @@ import numpy as np
 
 import fedmpi
 from fedmpi.errors import UsageError
-from fedmpi.protocol import BOUNDS, METRICS
+from fedmpi.compressed import DIAGNOSTICS
+from fedmpi.protocol import BOUNDS, COMM_COUNTS, METRICS
 
 # 2: /bounds, /mi/<estimator>/<key>_se and /mi/<estimator>/failure, `what_*` attributes.
+# 3: /comm (communication counts per worker, the compressor and its distortion).
 # Readers take every version up to this one; what an older trace lacks reads as absent.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MODELS = ("local", "averaged")  # the two models a trace follows per worker: its own, and the global one
 MI_KEYS = ("xz_local", "zy_local", "xz_averaged", "zy_averaged")
 MI_SE_KEYS = tuple(f"{key}_se" for key in MI_KEYS)  # standard errors (NaN: the estimator has none)
@@ -105,7 +107,7 @@ class TraceWriter:
                  layout: Mapping[str, np.ndarray], probe_indices: np.ndarray, probe_labels: np.ndarray,
                  probe_inputs: np.ndarray | None, representation_dim: int, activations: bool,
                  mi_params: Mapping[str, Mapping[str, object]], client_owner: np.ndarray,
-                 clients_per_round: int):
+                 clients_per_round: int, comm_attrs: Mapping[str, object] | None = None):
         num_workers = len(num_examples)
         probe_size = probe_labels.shape[1]
         self.path = path
@@ -143,6 +145,11 @@ class TraceWriter:
             per_round(f"{_group(name)}/{name}", (W,), np.float64)
         for name in BOUNDS:
             per_round(f"bounds/{name}", (W,), np.float64, fillvalue=np.nan)
+        f.create_group("comm").attrs.update(dict(comm_attrs or {}))
+        for name in COMM_COUNTS:
+            per_round(f"comm/{name}", (W,), np.int64)
+        for name in DIAGNOSTICS:
+            per_round(f"comm/{name}", (), np.float64, fillvalue=np.nan)
         if activations:
             for which in ("local", "averaged"):
                 per_round(f"activations/{which}", (W, probe_size, representation_dim), np.float32,
@@ -193,14 +200,17 @@ class TraceWriter:
         self.mi = {(est, key): f[f"mi/{est}/{key}"] for est in f.get("mi", {})
                    for key in MI_KEYS + MI_SE_KEYS + ("failure",) if key in f[f"mi/{est}"]}
         self.bounds = {name: f[f"bounds/{name}"] for name in BOUNDS if f"bounds/{name}" in f}
+        self.comm = {name: f[f"comm/{name}"] for name in COMM_COUNTS + DIAGNOSTICS if f"comm/{name}" in f}
         self.rows = rows
         f.swmr_mode = True  # from here on: no new objects, readers may attach
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
                test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
-               worker_bounds: np.ndarray, z: np.ndarray | None, latency: float) -> int:
+               worker_bounds: np.ndarray, z: np.ndarray | None, latency: float,
+               comm_counts: np.ndarray | None = None, comm_diagnostics: np.ndarray | None = None) -> int:
         """Write one logged round as the next row; worker_metrics (W, len(metric_names)),
-        worker_bounds (W, len(BOUNDS)), z (W, 2, probe_size, D) under the local and the global model."""
+        worker_bounds (W, len(BOUNDS)), z (W, 2, probe_size, D) under the local and the global model,
+        comm_counts (W, len(COMM_COUNTS)) int64, comm_diagnostics (len(DIAGNOSTICS),) float64."""
         f, r = self.f, self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
@@ -214,6 +224,11 @@ class TraceWriter:
         for b, name in enumerate(BOUNDS):
             if name in self.bounds:
                 self.bounds[name][r] = worker_bounds[:, b]
+        for values, names in ((comm_counts, COMM_COUNTS), (comm_diagnostics, DIAGNOSTICS)):
+            if values is not None:
+                for c, name in enumerate(names):
+                    if name in self.comm:
+                        self.comm[name][r] = values[..., c]
         if self.activations and z is not None:
             self.activations["local"][r] = z[:, 0]
             self.activations["averaged"][r] = z[:, 1]
@@ -296,6 +311,9 @@ class Trace:
     mi_se: dict = None  # same keys as mi -> MI key -> (R, W) standard errors, NaN where none
     mi_failures: dict = None  # estimator -> {row: reason} for rows whose estimates failed
     bounds: dict = None  # BOUNDS name -> (R, W) nats (/bounds); {} when the trace has none
+    # Schema 3 on ({} for older traces):
+    comm: dict = None  # COMM_COUNTS name -> (R, W) int64; DIAGNOSTICS name -> (R,) float64 (/comm)
+    comm_attrs: dict = None  # the compressor: name, its parameters, message and payload bytes
 
     @property
     def rounds(self) -> int:
@@ -430,13 +448,15 @@ def _read(f, path: str) -> Trace:
             if prefix:
                 analysis.add(est)
     bounds = {name: _rows(f[f"bounds/{name}"], R).astype(np.float64) for name in BOUNDS if f"bounds/{name}" in f}
+    comm = {name: _rows(f[f"comm/{name}"], R) for name in COMM_COUNTS + DIAGNOSTICS if f"comm/{name}" in f}
+    comm_attrs = {k: _attr(v) for k, v in f["comm"].attrs.items()} if "comm" in f else {}
     return Trace(
         path=path, attrs=attrs, config=_parse_config(attrs.get("config")),
         num_examples=dataset(f, "workers/num_examples", path)[:],
         index=_rows(dataset(f, "rounds/index", path), R), step=_rows(f["rounds/step"], R),
         epoch=_rows(dataset(f, "rounds/epoch", path), R), time=_rows(dataset(f, "rounds/time", path), R),
         metrics=metrics, mi=mi, mi_params=mi_params, analysis=frozenset(analysis),
-        mi_se=mi_se, mi_failures=failures, bounds=bounds,
+        mi_se=mi_se, mi_failures=failures, bounds=bounds, comm=comm, comm_attrs=comm_attrs,
         has_activations=all(n in f for n in ("activations/local", "activations/averaged", "probe/inputs",
                                              "probe/labels")))
 

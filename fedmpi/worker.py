@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from fedmpi import compressed
 from fedmpi.device import limit_threads, pick_device
 from fedmpi.local import ClientGroup, probe_bounds, worker_tensors
 from fedmpi.protocol import BOUNDS, METRICS, RoundBuffers, checkpoint_due, sync_point
@@ -32,7 +33,7 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     comm.placement()
     comm.gather_probes(eval_x[:plan.probe_size].cpu().numpy(), eval_y[:plan.probe_size].cpu().numpy())
 
-    group = ClientGroup(cfg, dataset, plan.workers[k], x, y, device, plan.num_clients)
+    group = ClientGroup(cfg, dataset, plan.workers[k], x, y, device, plan.num_clients, worker=k)
     first = 0
     if resume:
         state = comm.distribute(None)
@@ -45,6 +46,7 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
     probe_y = eval_y[:plan.probe_size].cpu().numpy()
     z_buf = np.empty((2, plan.probe_size, group.evaluator.representation_dim), dtype=np.float32)  # (2, P, D)
+    down = np.empty(group.size + 1, dtype=np.float32)  # [theta | stop] of a gathered compressed sync point
     times = dict(train=0.0, eval=0.0, sync=0.0)
 
     for i in range(first, schedule.num_rounds):
@@ -52,9 +54,18 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
         train_loss = group.train_round(set(plan.sampled(i)), schedule.steps_before(i), bufs.payload,
                                        f"worker {k + 1} before sync point {i} (step {schedule.step(i)})")
         t1 = time.perf_counter()
-        bufs.set_stop(stop.requested)
-        sync_point(comm, bufs, cfg.sync.collective)
-        group.aggregate(bufs.summed)
+        if group.uplink is None:
+            bufs.set_stop(stop.requested)
+            sync_point(comm, bufs, cfg.sync.collective)
+            group.aggregate(bufs.summed)
+            stopping = bufs.stopping
+        else:
+            theta, stopping = compressed.worker_sync(
+                comm, cfg.compression.collective, group.uplink.compressor,
+                group.message(bufs.payload, i, stop.requested), group.server["theta"], down)
+            group.set_global(theta)
+            if cfg.compression.measure_distortion and schedule.logged(i):
+                comm.gather(group.uplink.update, diagnostic=True)
         t2 = time.perf_counter()
         times["train"] += t1 - t0
         times["sync"] += t2 - t1
@@ -70,8 +81,8 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
                 z_buf[0], z_buf[1] = local.z_probe.numpy(), avg.z_probe.numpy()
             comm.report(metrics_buf, bounds_buf, z_buf if want_z else None)
             times = dict(train=0.0, eval=0.0, sync=0.0)
-        if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, bufs.stopping):
+        if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, stopping):
             comm.collect({"group": group.state()})
-        if bufs.stopping:
+        if stopping:
             return 0
     return 0

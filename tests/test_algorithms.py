@@ -338,12 +338,12 @@ def federate(algorithm: dict, rounds: int = 4, sampled=None, steps: int = 5) -> 
     bounds = np.cumsum((0,) + SIZES)
     owners = ((0, 1), (2,))
     groups = []
-    for ids in owners:
+    for k, ids in enumerate(owners):
         lo, hi = bounds[ids[0]], bounds[ids[-1] + 1]
         slices = tuple(slice(int(bounds[c] - lo), int(bounds[c + 1] - lo)) for c in ids)
         wd = WorkerData(np.arange(lo, hi, dtype=np.int64), np.arange(hi - lo), np.arange(1), ids, slices)
         x, y, _, _ = worker_tensors(dataset, wd, "cpu")
-        groups.append(ClientGroup(cfg, dataset, wd, x, y, "cpu", num_clients=len(SIZES)))
+        groups.append(ClientGroup(cfg, dataset, wd, x, y, "cpu", num_clients=len(SIZES), worker=k))
     size = groups[0].algorithm.contribution_size
     history = []
     for i in range(rounds):

@@ -124,3 +124,24 @@ def test_resume_refuses_a_changed_config_world_size_or_damaged_checkpoint(tmp_pa
     assert bigger.returncode == 2 and "launch it with mpirun -n 3" in bigger.stderr
     fresh = launch(3, smoke_args(tmp_path, "run", *LONG), timeout=120)
     assert fresh.returncode == 2 and "already exists" in fresh.stderr
+
+
+def test_compressed_run_with_error_feedback_resumes_exactly(tmp_path):
+    """The top-k residual each worker carries is part of its checkpoint."""
+    extra = ("compression.name=topk", "compression.fraction=0.05", "mi.estimators=[]")
+    full = tmp_path / "full"
+    run_ok(3, smoke_args(full, "run", *LONG, *extra))
+    out = tmp_path / "cut"
+    proc = _start(out, *extra)
+    _wait_for_rounds(out / "run.h5", 23, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert "compressor" in checkpoint.load(str(out / "run.ckpt"))["workers"][0]
+    run_ok(3, smoke_args(out, "run", *LONG, *extra) + ["--auto-resume"])
+    with open_trace(str(full / "run.h5")) as a, open_trace(str(out / "run.h5")) as b:
+        assert b.attrs["resumed"] >= 1
+        for name in ("metrics/test_acc", "metrics/local_acc", "metrics/averaged_acc", "model/final_averaged"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+        # The counts are what crossed MPI: the resumed run's first row also holds the states handed back.
+        more = b["comm/bytes_down"][:] != a["comm/bytes_down"][:]
+        assert more.any(axis=1).sum() == 1 and (b["comm/bytes_down"][:][more] > a["comm/bytes_down"][:][more]).all()

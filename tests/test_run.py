@@ -12,6 +12,7 @@ import yaml
 from fedmpi import config
 from fedmpi.algorithms import ALGORITHMS
 from fedmpi.compress import COMPRESSORS
+from fedmpi.compressed import DIAGNOSTICS
 from fedmpi.reference import run_reference
 from fedmpi.protocol import BOUNDS
 from fedmpi.trace import MI_KEYS, SCHEMA_VERSION, open_trace
@@ -131,26 +132,35 @@ def _trace_arrays(path):
         out["z_local"] = f["activations/local"][:]
         out["z_averaged"] = f["activations/averaged"][:]
         out["bounds"] = np.stack([f[f"bounds/{name}"][:] for name in BOUNDS], axis=-1)  # (R, W, len(BOUNDS))
+        out["comm_diagnostics"] = np.stack([f[f"comm/{name}"][:] for name in DIAGNOSTICS], axis=-1)  # (R, 5)
     return out
 
 
-# Every registered algorithm (uncompressed) and every registered compressor (with FedAvg).
-PLUGINS = [(a, "none") for a in ALGORITHMS] + [("fedavg", c) for c in COMPRESSORS if c != "none"]
+LOSSY = [c for c in COMPRESSORS if c != "none"]
+# Every registered algorithm uncompressed, with and without redistribution; every registered
+# compressor (with FedAvg and its distortion measured), and one stateful one without redistribution.
+PLUGINS = ([(a, "none", r) for a in ALGORITHMS for r in (True, False)]
+           + [("fedavg", c, True) for c in LOSSY] + [("fedavg", "topk", False)])
 
 
-@pytest.mark.parametrize("algorithm,compression", PLUGINS)
-@pytest.mark.parametrize("redistribute", [True, False])
+def _compression(name: str) -> list[str]:
+    return [f"compression.name={name}"] + (["compression.measure_distortion=true"] if name != "none" else [])
+
+
+@pytest.mark.parametrize("algorithm,compression,redistribute", PLUGINS)
 def test_mpi_run_equals_single_process_reference(tmp_path, redistribute, algorithm, compression):
     overrides = [f"sync.redistribute={str(redistribute).lower()}", "mi.estimators=[]", "train.epochs=3",
-                 f"algorithm.name={algorithm}", f"compression.name={compression}"]
+                 f"algorithm.name={algorithm}", *_compression(compression)]
     run_ok(3, smoke_args(tmp_path, "eq", *overrides))
     got = _trace_arrays(tmp_path / "eq.h5")
     cfg = config.load(str(SMOKE), overrides)
     want = run_reference(cfg, num_workers=2)
     np.testing.assert_array_equal(got["step"], want["step"])
     for key in ("test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
-                "train_loss", "final_averaged", "z_local", "z_averaged", "bounds"):
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+                "train_loss", "final_averaged", "z_local", "z_averaged", "bounds", "comm_diagnostics"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
+    if compression != "none":  # the diagnostic mode measured every logged sync point
+        assert np.isfinite(got["comm_diagnostics"]).all()
     if not redistribute:  # the locals drift apart from the average: the two runs differ from each other
         assert np.abs(got["local_acc"] - got["averaged_acc"]).max() > 0
 
@@ -185,10 +195,11 @@ def test_trace_every_and_mi_every(tmp_path):
         assert "activations" not in f
 
 
-@pytest.mark.parametrize("algorithm,compression", PLUGINS)
+@pytest.mark.parametrize("algorithm,compression", [(a, "none") for a in ALGORITHMS]
+                         + [("fedavg", "topk"), ("fedavg", "qsgd")])
 def test_many_clients_per_rank_equal_the_reference(tmp_path, algorithm, compression):
     overrides = ["clients.total=10", "clients.per_round=4", "data.samples_per_worker=128", "train.epochs=8",
-                 "mi.estimators=[]", f"algorithm.name={algorithm}", f"compression.name={compression}"]
+                 "mi.estimators=[]", f"algorithm.name={algorithm}", *_compression(compression)]
     run_ok(3, smoke_args(tmp_path, "clients", *overrides))
     got = _trace_arrays(tmp_path / "clients.h5")
     cfg = config.load(str(SMOKE), overrides)
@@ -200,7 +211,7 @@ def test_many_clients_per_rank_equal_the_reference(tmp_path, algorithm, compress
     np.testing.assert_array_equal(sampled, want["sampled"])
     assert sampled.shape == (4, 4) and len({tuple(s) for s in sampled}) > 1  # a new draw each round
     for key in ("test_acc", "local_acc", "local_loss", "averaged_acc", "train_loss", "final_averaged",
-                "z_local", "z_averaged"):
+                "comm_diagnostics", "z_local", "z_averaged"):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
     # A worker none of whose clients was drawn has no local model that round.
     for r, s in enumerate(sampled):
@@ -278,3 +289,40 @@ def test_tensorboard_scalars_live_and_exported_match_the_trace(tmp_path):
     for tag, values in want.items():
         assert [s for s, _ in live[tag]] == steps
         np.testing.assert_allclose([v for _, v in live[tag]], values, rtol=1e-6)  # event files hold float32
+
+
+# ------------------------------------------------------------------ communication
+
+def test_compressed_payloads_gathered_or_allgathered_give_one_run_and_exact_byte_counts(tmp_path):
+    base = ["mi.estimators=[]", "train.epochs=1", "trace.activations=false", "compression.name=qsgd"]
+    run_ok(3, smoke_args(tmp_path, "ga", *base))
+    run_ok(3, smoke_args(tmp_path, "ag", *base, "compression.collective=allgather"))
+    run_ok(3, smoke_args(tmp_path, "plain", *base[:-1]))
+    with open_trace(str(tmp_path / "ga.h5")) as g, open_trace(str(tmp_path / "ag.h5")) as a, \
+            open_trace(str(tmp_path / "plain.h5")) as p:
+        for name in ("metrics/test_acc", "metrics/local_acc", "metrics/averaged_acc", "model/final_averaged"):
+            np.testing.assert_array_equal(g[name][:], a[name][:], err_msg=name)
+        P = int(g["model"].attrs["num_params"])
+        message = int(g["comm"].attrs["message_bytes"])
+        assert message == 16 + -(-P * 5 // 8) + 8  # header, 5 bits per entry (s = 15), weight and stop
+        assert g["comm"].attrs["compression"] == "qsgd" and a["comm"].attrs["collective"] == "allgather"
+        report = 8 * 8 + 12 * 8 + 4 * 8  # metrics, bounds, counts (no Z: activations and MI off)
+        # Rows after the first (which also holds start-up): one sync point each, then the report.
+        np.testing.assert_array_equal(g["comm/bytes_up"][1:], message + report)
+        np.testing.assert_array_equal(g["comm/bytes_down"][1:], 4 * (P + 1))  # [theta | stop] broadcast
+        np.testing.assert_array_equal(a["comm/bytes_down"][1:], 2 * message)  # the other two ranks' messages
+        np.testing.assert_array_equal(g["comm/messages"][1:], 2 + 3)  # gather + bcast, three report gathers
+        np.testing.assert_array_equal(a["comm/messages"][1:], 1 + 3)
+        np.testing.assert_array_equal(p["comm/bytes_up"][1:], 4 * (P + 2) + report)  # [w theta, w | stop]
+        np.testing.assert_array_equal(g["comm/diagnostic_bytes"][:], 0)
+        np.testing.assert_allclose(g["comm/update_bits"][:], 8 * message * 2 / P)
+        assert np.isnan(g["comm/distortion"][:]).all()  # measured only with compression.measure_distortion
+        assert (g["comm/bytes_up"][0] > message + report).all()  # start-up: placement and probes
+
+
+def test_compression_refuses_an_algorithm_with_control_variates(tmp_path):
+    proc = launch(3, smoke_args(tmp_path, "bad", "algorithm.name=scaffold", "compression.name=topk"))
+    assert proc.returncode == 2
+    line = [x for x in proc.stderr.splitlines() if "compression.name" in x]
+    assert line and "'topk'" in line[0] and "scaffold" in line[0] and "fedavg" in line[0]
+    assert list(tmp_path.glob("*.h5")) == []

@@ -64,6 +64,9 @@ class LocalWork:
 
 class Algorithm(abc.ABC):
     summable: bool = True
+    # The contribution is the weighted model [w theta, w] and the server state is {"theta"}:
+    # then a compressor can carry theta - theta_global and w instead (fedmpi.compressed).
+    compressible: bool = False
 
     def __init__(self, params: Any, setting: Setting):
         self.params = params

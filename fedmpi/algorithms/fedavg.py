@@ -33,6 +33,8 @@ def average_from_sum(summed: np.ndarray) -> np.ndarray:
 
 @ALGORITHMS.register("fedavg")
 class FedAvg(Algorithm):
+    compressible = True
+
     @property
     def contribution_size(self) -> int:
         return self.num_params + 1
