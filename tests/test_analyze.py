@@ -67,6 +67,7 @@ def read(path: Path) -> dict:
         data.update({f"mi/{e}/{k}_se": f[f"mi/{e}/{k}_se"][:R] for e in f["mi"] for k in MI_KEYS
                      if f"mi/{e}/{k}_se" in f})
         data.update({f"bounds/{n}": f[f"bounds/{n}"][:R] for n in f.get("bounds", {})})
+        data.update({f"comm/{n}": f[f"comm/{n}"][:R] for n in f.get("comm", {})})
         data.update(R=R, index=f["rounds/index"][:R], step=f["rounds/step"][:R], attrs=dict(f.attrs))
     return data
 
@@ -130,6 +131,7 @@ def test_a_schema_1_trace_reads_as_before(traces, tmp_path, capsys):
     shutil.copy(traces["full"], path)
     with h5py.File(path, "r+") as f:
         del f["bounds"]
+        del f["comm"]  # schema 3
         for est in f["mi"]:
             for key in [k for k in f[f"mi/{est}"] if k.endswith("_se") or k == "failure"]:
                 del f[f"mi/{est}/{key}"]
@@ -184,6 +186,12 @@ def expected_rows(t: dict) -> dict:
                 what = metric[:-len(model) - 1] if model else metric
                 for k in range(values.shape[1]):
                     rows[head + (str(k), model, f"bounds/{what}")] = values[r, k]
+            elif group == "comm":  # counts per worker; diagnostics per row, left out when NaN
+                if values.ndim == 2:
+                    for k in range(values.shape[1]):
+                        rows[head + (str(k), "", name)] = values[r, k]
+                elif not math.isnan(values[r]):
+                    rows[head + ("", "", name)] = values[r]
     return rows
 
 
@@ -228,11 +236,36 @@ def test_plots_are_written_as_png(traces, tmp_path, capsys):
                 ("accuracy", "mi-edge", "infoplane-edge", "mi-binning", "infoplane-binning")]
     # The decoder estimates I(Z;Y) only: its MI figure, but no information plane.
     expected += [f"smoke-bare-{kind}.png" for kind in ("accuracy", "mi-decoder", "mi-edge", "infoplane-edge")]
+    # Communication per trace, and accuracy against bits across traces.
+    expected += ["smoke-full-communication.png", "smoke-bare-communication.png", "compare-accuracy-bits.png"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
     for name in expected:
         data = (folder / name).read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), name
     assert sorted(Path(line).name for line in out.split()) == sorted(expected)
+
+
+def test_communication_in_summary_csv_comparison_and_plots(traces, tmp_path, capsys):
+    path = _run_job(tmp_path, "topk.h5", "compression.name=topk", "compression.fraction=0.05",
+                    "compression.measure_distortion=true", "mi.estimators=[]", "train.epochs=1",
+                    "trace.activations=false")
+    with h5py.File(path, "r") as f:
+        up, down = f["comm/bytes_up"][:], f["comm/bytes_down"][:]
+        ratio = np.mean(f["comm/update_bits"][:] / f["comm/rd_limit_bits"][:])
+        bits = f["comm/update_bits"][0]
+    rc, out, err = analyze(capsys, path)
+    assert rc == 0, err
+    assert "topk (fraction=0.05)" in out and f"{bits:.3f} bits per parameter" in out
+    assert f"up {up.sum() / 1e6:.2f} MB, down {down.sum() / 1e6:.2f} MB" in out
+    assert f"bits / R_sum limit at it: {ratio:.2f}" in out
+    rc, out, _ = analyze(capsys, path, "--csv", "-")
+    rows = [line.split(",") for line in out.splitlines() if ",comm/bytes_up," in line]
+    assert [int(r[-1]) for r in rows] == up.ravel().tolist()
+    assert any(",comm/rd_limit_bits," in line for line in out.splitlines())
+    rc, out, _ = analyze(capsys, path, traces["bare"])  # a compressed and an uncompressed run side by side
+    assert rc == 0 and "topk (fraction=0.05)" in out and "none" in out
+    rc, out, _ = analyze(capsys, path, traces["bare"], "--plots", tmp_path / "figs")
+    assert rc == 0 and "compare-accuracy-bits.png" in out and "topk-communication.png" in out
 
 
 # ---------------------------------------------------------------- MI re-estimation

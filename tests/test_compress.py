@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fedmpi.compress import COMPRESSORS, build_compressor
-from fedmpi.compress import _wire
+from fedmpi.compress import _wire, ratedistortion
 from fedmpi.compress.randk import random_subset, splitmix64
 from fedmpi.compress.ratedistortion import (aggregate_distortion, ceo_distortion, ceo_sum_rate,
                                             estimate_variances, min_distortion)
@@ -511,3 +511,65 @@ def test_aggregate_distortion():
     assert aggregate_distortion(np.array([1, 0, 3, -1], np.float32), np.array([0, 2, 3, 0], np.float32)) == 1.5
     with pytest.raises(ValueError, match="one length"):
         aggregate_distortion(np.zeros(3), np.zeros(4))
+
+
+# ---------------------------------------------------------------- the compressed sync point
+
+def test_messages_combine_to_the_weighted_mean_model_with_their_stop_flags():
+    from fedmpi.compressed import TRAILER, Uplink, blank_message, combine, message_bytes
+    comp = build_compressor("fp16")
+    P = 6
+    theta_g = np.arange(P, dtype=np.float32)
+    locals_ = [theta_g + 0.5, theta_g - 0.25]
+    links = [Uplink(comp, P, seed=0, worker=k) for k in range(2)]
+    msgs = np.stack([links[0].message(locals_[0], 3.0, theta_g, 0, False),
+                     links[1].message(locals_[1], 1.0, theta_g, 0, True)])
+    assert msgs.shape == (2, message_bytes(comp, P)) == (2, 16 + 2 * P + TRAILER.itemsize)
+    out = combine(comp, msgs, theta_g)
+    np.testing.assert_array_equal(out.weights, [3.0, 1.0])
+    np.testing.assert_allclose(out.theta, theta_g + (3 * 0.5 - 0.25) / 4, rtol=0, atol=1e-6)
+    assert out.stop
+    np.testing.assert_array_equal(links[0].update, np.full(P, 0.5, np.float32))
+    # A worker none of whose clients trained sends u = 0 with weight 0: it has no say.
+    idle = Uplink(comp, P, seed=0, worker=2).message(None, 5.0, theta_g, 0, False)
+    out = combine(comp, np.stack([msgs[0], idle]), theta_g)
+    np.testing.assert_allclose(out.theta, theta_g + 0.5, atol=1e-6)
+    assert not out.stop
+    blank = blank_message(msgs.shape[1], True)
+    assert blank[:-TRAILER.itemsize].sum() == 0 and blank[-TRAILER.itemsize:].view(TRAILER)["stop"][0] == 1
+
+
+def test_stochastic_messages_depend_on_seed_worker_and_sync_point_only():
+    from fedmpi.compressed import Uplink
+    comp = build_compressor("qsgd")
+    theta_g = np.zeros(500, np.float32)
+    local = np.random.default_rng(1).normal(size=500).astype(np.float32)
+    a = Uplink(comp, 500, seed=3, worker=1).message(local, 1.0, theta_g, 7, False)
+    b = Uplink(comp, 500, seed=3, worker=1).message(local, 1.0, theta_g, 7, False)
+    np.testing.assert_array_equal(a, b)  # a resumed run draws the same
+    for other in (Uplink(comp, 500, seed=3, worker=0).message(local, 1.0, theta_g, 7, False),
+                  Uplink(comp, 500, seed=3, worker=1).message(local, 1.0, theta_g, 8, False)):
+        assert not np.array_equal(a, other)
+
+
+def test_diagnosis_of_a_sync_point_exact_values():
+    from fedmpi.compressed import Combined, diagnose
+    updates = np.array([[1.0, 0.0, 2.0, -1.0], [3.0, 0.0, 0.0, 1.0]], dtype=np.float32)  # (W=2, P=4)
+    weights = np.array([1.0, 1.0])
+    exact = updates.mean(axis=0)  # [2, 0, 1, 0]
+    update = (exact + np.array([0.5, -0.5, 0.0, 0.0])).astype(np.float32)
+    d, signal, noise, limit = diagnose(Combined(update, update, weights, False), updates)
+    assert d == pytest.approx(0.5 / 4)
+    v = ratedistortion.estimate_variances(updates)
+    assert (signal, noise) == (pytest.approx(v.signal_var), pytest.approx(v.noise_var))
+    # The limit is R_sum at the exact mean's own error plus d (ratedistortion.limit_bits).
+    assert limit == pytest.approx(ratedistortion.ceo_sum_rate(v.noise_var / 2 + d, 2, v.signal_var, v.noise_var))
+    # One worker with a say: no variances across workers, no limit.
+    d1, *rest = diagnose(Combined(update, update, np.array([1.0, 0.0]), False), updates)
+    assert d1 == pytest.approx(float(np.mean((update - updates[0]) ** 2))) and np.isnan(rest).all()
+
+
+def test_limit_bits_is_finite_for_any_loss_and_infinite_only_for_none():
+    v = ratedistortion.UpdateVariances(signal_var=1.0, noise_var=10.0, mean_var=2.0, num_workers=10)
+    assert ratedistortion.limit_bits(1.0, v) == pytest.approx(5.29, abs=0.005)  # R_sum(d = 1 + 1 = 2)
+    assert np.isfinite(ratedistortion.limit_bits(1e-9, v)) and ratedistortion.limit_bits(0.0, v) == np.inf

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from fedmpi.analysis.summary import est_label, job_fields, latest_mi
+from fedmpi.analysis.summary import compression_label, est_label, job_fields, latest_mi
 from fedmpi.errors import UsageError
 from fedmpi.trace import MODELS, Trace
 
@@ -50,7 +50,7 @@ def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
     except OSError as exc:
         raise UsageError(f"cannot create plot folder {folder}: {exc.strerror}") from None
     import numpy as np
-    paths = []
+    paths: list[str] = []
     for t, label in zip(traces, labels(traces)):
         if t.rounds == 0:
             sys.stderr.write(f"fedmpi: {t.path} has no complete round yet; no figures for it\n")
@@ -62,14 +62,83 @@ def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
             figures.append((f"{label}-mi-{est}.png", _mi_figure(t, est)))
             if not all(np.isnan(t.mi[est][f"xz_{m}"]).all() for m in MODELS):  # decoders: I(Z;Y) only
                 figures.append((f"{label}-infoplane-{est}.png", _infoplane_figure(t, est)))
-        for name, fig in figures:
-            path = os.path.join(folder, name)
-            try:
-                fig.savefig(path, dpi=110)
-            except OSError as exc:
-                raise UsageError(f"cannot write figure {path}: {exc.strerror}") from None
-            paths.append(path)
+        if t.comm and "bytes_up" in t.comm:
+            figures.append((f"{label}-communication.png", _communication_figure(t)))
+        paths += _save(folder, figures)
+    measured = [t for t in traces if t.rounds and t.comm and "bytes_up" in t.comm]
+    if len(measured) > 1:
+        paths += _save(folder, [("compare-accuracy-bits.png", _accuracy_bits_figure(measured))])
     return paths
+
+
+def _save(folder: str, figures) -> list[str]:
+    paths = []
+    for name, fig in figures:
+        path = os.path.join(folder, name)
+        try:
+            fig.savefig(path, dpi=110)
+        except OSError as exc:
+            raise UsageError(f"cannot write figure {path}: {exc.strerror}") from None
+        paths.append(path)
+    return paths
+
+
+def _cumulative_uplink_bits(t: Trace):
+    """(R,) bits per model parameter that all workers' update messages carried until each row.
+
+    A row stands for the sync points since the previous one (trace.every), each of
+    which sent `update_bits`; start-up, reports and checkpoints are left out (they
+    are in /comm/bytes_up, and the same for every compressor)."""
+    import numpy as np
+    sync_points = np.diff(np.concatenate([[-1], t.index]))
+    return np.cumsum(t.comm["update_bits"] * sync_points)
+
+
+def _communication_figure(t: Trace):
+    """Left: bits per parameter each logged sync point sent up (all workers) and, with
+    compression.measure_distortion, the rate-distortion limit R_sum at the distortion reached.
+    Right: test accuracy against the bits sent up so far."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+    fig, axes = _figure(1, 2, 12, 4.4)
+    sync_point = t.index + 1
+    ax = axes[0, 0]
+    ax.plot(sync_point, t.comm["update_bits"], marker="o", markersize=4, label="sent (whole messages)")
+    limit = t.comm["rd_limit_bits"]
+    if np.isfinite(limit).any():
+        ax.plot(sync_point, limit, marker="s", markersize=4, linestyle="--", color="tab:red",
+                label="R_sum at the measured distortion (Gaussian CEO)")
+    ax.set_yscale("log")
+    ax.set_xlabel("sync point")
+    ax.set_ylabel("bits per parameter, all workers")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("update bits per sync point")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize="small")
+    ax = axes[0, 1]
+    ax.plot(_cumulative_uplink_bits(t), t.metrics["test_acc"], marker="D", markersize=4, color="black")
+    ax.set_xlabel("update bits sent up so far per parameter (all workers)")
+    ax.set_ylabel("test accuracy (averaged model)")
+    ax.set_title("accuracy against communication")
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"Communication, {compression_label(t)}\n{_title(t)}")
+    return fig
+
+
+def _accuracy_bits_figure(traces: Sequence[Trace]):
+    """Test accuracy against cumulative uplink bits, one line per trace: how users pick a compressor."""
+    fig, axes = _figure(1, 1, 8, 5)
+    ax = axes[0, 0]
+    for t, label in zip(traces, labels(traces)):
+        ax.plot(_cumulative_uplink_bits(t), t.metrics["test_acc"], marker="o", markersize=3,
+                label=f"{label}: {compression_label(t)}")
+    ax.set_xscale("log")
+    ax.set_xlabel("update bits sent up so far per parameter (all workers)")
+    ax.set_ylabel("test accuracy (averaged model)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize="small")
+    fig.suptitle("Test accuracy against communication")
+    return fig
 
 
 def _figure(rows: int, cols: int, width: float, height: float):

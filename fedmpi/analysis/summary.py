@@ -13,7 +13,7 @@ MISSING = "?"  # shown for config fields a trace's config does not give
 def console():
     from rich.console import Console
     # Pipes and files get a wide console so comparison tables keep one line per trace.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 400)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
 
 
 def job_fields(t: Trace) -> dict[str, str]:
@@ -79,6 +79,35 @@ def est_label(t: Trace, est: str) -> str:
     return f"{est} (re-estimated)" if est in t.analysis else est
 
 
+def compression_label(t: Trace) -> str:
+    """The compressor and its parameters as the trace stored them ("none" before schema 3)."""
+    attrs = dict(t.comm_attrs or {})
+    name = attrs.pop("compression", "none")
+    for key in ("collective", "measure_distortion", "num_params", "message_bytes", "payload_bytes"):
+        attrs.pop(key, None)
+    return name + (f" ({', '.join(f'{k}={v}' for k, v in sorted(attrs.items()))})" if attrs else "")
+
+
+def comm_totals(t: Trace) -> dict | None:
+    """Totals over the run of what crossed MPI (schema 3 on; None before): bytes and messages
+    summed over rows and workers, bits per parameter per sync point and the limit ratio."""
+    import numpy as np
+    if not t.comm or "bytes_up" not in t.comm or not t.rounds:
+        return None
+    c = t.comm
+    bits, limit = c["update_bits"], c["rd_limit_bits"]
+    measured = np.isfinite(limit) & np.isfinite(bits)
+    return dict(bytes_up=int(c["bytes_up"].sum()), bytes_down=int(c["bytes_down"].sum()),
+                messages=int(c["messages"].sum()), diagnostic=int(c["diagnostic_bytes"].sum()),
+                bits=float(np.nanmean(bits)), distortion=float(np.nanmean(c["distortion"])) if measured.any()
+                else float("nan"),
+                ratio=float(np.mean(bits[measured] / limit[measured])) if measured.any() else float("nan"))
+
+
+def megabytes(n: float) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
 def print_summary(t: Trace, out) -> None:
     import numpy as np
     from rich.table import Table
@@ -106,6 +135,18 @@ def print_summary(t: Trace, out) -> None:
             bests = "  ".join(f"{fmt(b)} (sync point {a})"
                               for b, a in zip(np.atleast_1d(best), np.atleast_1d(at)))
             table.add_row(what, f"final {fmt(values[-1])}  best {bests}")
+    totals = comm_totals(t)
+    if totals is not None:
+        table.add_row("compression", f"{compression_label(t)}, {totals['bits']:.3f} bits per parameter "
+                                     f"per sync point from all {t.num_workers} workers")
+        line = (f"up {megabytes(totals['bytes_up'])}, down {megabytes(totals['bytes_down'])}, "
+                f"{totals['messages']} messages (all workers, whole run)")
+        if totals["diagnostic"]:
+            line += f"; diagnostic {megabytes(totals['diagnostic'])} apart"
+        table.add_row("communication", line)
+        if not np.isnan(totals["ratio"]):
+            table.add_row("rate-distortion", f"distortion {totals['distortion']:.3g} per element (mean); "
+                                             f"bits / R_sum limit at it: {totals['ratio']:.2f} (mean)")
     out.print(table)
     if not t.mi:
         out.print("no MI estimates in this trace (mi.estimators was empty)")
@@ -181,7 +222,8 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
                         "MI: latest, mean over workers, nats; outside: I(Z;Y) estimates outside "
                         "[Fano, H(Y)] beyond sampling error, all rows)")
     cols = ["trace", "job", "data", "workers", "sync every", "redistribution", "status", "rounds",
-            "test acc", "best test", "local acc", "averaged acc"]
+            "test acc", "best test", "local acc", "averaged acc", "compression", "MB up",
+            "bits/param/sync", "bits/R_sum"]
     for est in estimators:
         cols += [f"{est} I(X;Z) loc/avg", f"{est} I(Z;Y) loc/avg", f"{est} outside"]
     left = ("trace", "job", "data", "status")
@@ -200,6 +242,12 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
                     fmt(np.mean(t.metrics["local_acc"][-1])), fmt(np.mean(t.metrics["averaged_acc"][-1]))]
         else:
             row += ["-"] * 4
+        totals = comm_totals(t)
+        if totals is None:
+            row += [compression_label(t), "-", "-", "-"]
+        else:
+            row += [compression_label(t), f"{totals['bytes_up'] / 1e6:.2f}", f"{totals['bits']:.3f}",
+                    "-" if np.isnan(totals["ratio"]) else f"{totals['ratio']:.2f}"]
         for est in estimators:
             r, values = latest_mi(t, est) if est in t.mi else (None, {})
             if r is None:

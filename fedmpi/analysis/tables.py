@@ -25,8 +25,9 @@ def csv_rows(t: Trace) -> Iterator[tuple]:
 
     round is /rounds/index (0-based sync point); worker is "" for the test set
     metrics, which measure the averaged model on the shared test set; MI rows
-    (mi/<estimator>/<xz|zy>[_se]) and bound rows (bounds/<entropy|error|fano|head>[_se],
-    docs/trace-format.md) that are NaN are left out.
+    (mi/<estimator>/<xz|zy>[_se]), bound rows (bounds/<entropy|error|fano|head>[_se],
+    docs/trace-format.md) and communication diagnostics (comm/<name>) that are NaN are
+    left out; the communication counts (comm/<messages|bytes_up|...>) are integers.
     """
     import numpy as np
     W = t.num_workers
@@ -56,6 +57,12 @@ def csv_rows(t: Trace) -> Iterator[tuple]:
                 v = float(values[r, k])
                 if not np.isnan(v):
                     yield head + (k, model, f"bounds/{metric}", v)
+        for name, values in (t.comm or {}).items():
+            if values.ndim == 2:
+                for k in range(W):
+                    yield head + (k, "", f"comm/{name}", int(values[r, k]))
+            elif not np.isnan(values[r]):
+                yield head + ("", "", f"comm/{name}", float(values[r]))
 
 
 def write_csv_file(traces: Sequence[Trace], path: str, out) -> None:
