@@ -150,6 +150,7 @@ class TraceConfig:
     activations: bool = True  # log Z of the probe set for local and averaged models
     every: int = 1  # log every k-th round (the last one is always logged)
     tensorboard: str = ""  # a folder: TensorBoard scalars of each row as it is written (needs the extra); "": off
+    divergence: bool = False  # per-layer divergence and drift diversity (fedmpi.divergence); gathers every model
 
     def check(self) -> None:
         _require(self.path.strip() != "", "trace.path", "a file name such as '{job}.h5'", self.path)

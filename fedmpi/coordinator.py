@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from fedmpi import checkpoint, compressed
+from fedmpi import checkpoint, compressed, divergence
 from fedmpi import config as config_mod
 from fedmpi.compress import build_compressor
 from fedmpi.console import Console
@@ -70,7 +70,8 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             activations=cfg.trace.activations,
             mi_params={n: _attrs(n, p) for n, p in mi_params.items()},
             client_owner=np.concatenate([[k] * len(w.client_ids) for k, w in enumerate(plan.workers)]),
-            clients_per_round=plan.clients_per_round,
+            clients_per_round=plan.clients_per_round, divergence_layers=len(measurements.flat.slots)
+            if cfg.trace.divergence else 0,
             comm_attrs=dict(_attrs_of(cfg.compression.params), compression=cfg.compression.name,
                             collective=cfg.compression.collective if compressor else cfg.sync.collective,
                             measure_distortion=bool(compressor and cfg.compression.measure_distortion),
@@ -118,6 +119,11 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             if cfg.compression.measure_distortion and schedule.logged(i):
                 updates = comm.gather(np.zeros(num_params, np.float32), diagnostic=True)
                 diagnostics[1:] = compressed.diagnose(combined, updates)
+        layers = None
+        if cfg.trace.divergence and schedule.logged(i):
+            rows = comm.gather(np.zeros(2 * num_params, np.float32), diagnostic=True)  # (W, 2 P)
+            layers = divergence.layer_divergence(rows[:, :num_params], rows[:, num_params:],
+                                                 measurements.flat.slots)
         console.sync_point(i, schedule.step(i))
         if schedule.logged(i):
             # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
@@ -128,7 +134,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                                       seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
                                       sampled=plan.sampled(i), worker_metrics=worker_metrics,
                                       worker_bounds=worker_bounds, comm_counts=counts,
-                                      comm_diagnostics=diagnostics,
+                                      comm_diagnostics=diagnostics, divergence=layers,
                                       z=z if cfg.trace.activations else None))
             mi_z = z if mi_params and schedule.mi_due(i) else None
             measurements.submit(row, server["theta"], mi_z, console.note)

@@ -220,6 +220,7 @@ class ClientGroup:
         # Every client starts from the same initial model, which is also the first global one.
         self.server: State = algorithm.server_init(self.eval_flat.vector.detach().cpu().numpy())
         self.local_theta: torch.Tensor | None = None  # this round's local model, (num_params,) float32 CPU
+        self.local_start: np.ndarray | None = None  # the model its clients started the round from
         self._part = np.empty(algorithm.contribution_size, dtype=np.float32)
         # With a compressor, what this worker sends at sync points (fedmpi.compressed).
         self.uplink = None if cfg.compression.name == "none" else Uplink(
@@ -230,7 +231,7 @@ class ClientGroup:
 
         Returns their mean training loss (NaN when none of them was sampled)."""
         out[:] = 0
-        losses, thetas = [], []
+        losses, thetas, starts, weights = [], [], [], []
         for j, (cid, client, w) in enumerate(zip(self.ids, self.clients, self.weights)):
             if cid not in sampled:
                 continue
@@ -247,6 +248,11 @@ class ClientGroup:
             out += self._part
             losses.append(loss)
             thetas.append(theta)
+            starts.append(start)
+            weights.append(w)
+        # The model this worker's clients started the round from, weighted as the local model.
+        self.local_start = None if not starts else starts[0] if len(starts) == 1 else \
+            (np.tensordot(np.asarray(weights, np.float64), np.stack(starts), 1) / sum(weights)).astype(np.float32)
         if not thetas:
             self.local_theta = None
         elif len(thetas) == 1:  # exact, not (w * theta) / w
@@ -264,6 +270,17 @@ class ClientGroup:
         the sum of its clients' contributions [w theta, w] into `summed_own`."""
         theta = None if self.local_theta is None else self.local_theta.numpy()
         return self.uplink.message(theta, float(summed_own[-1]), self.server["theta"], sync_index, stop)
+
+    def divergence_row(self, out: np.ndarray) -> np.ndarray:
+        """[local model | its update over the round] (2 num_params,) float32 into `out`, for
+        fedmpi.divergence; NaN when none of this worker's clients trained."""
+        if self.local_theta is None:
+            out[:] = np.nan
+        else:
+            theta = self.local_theta.numpy()
+            out[:self.size] = theta
+            np.subtract(theta, self.local_start, out=out[self.size:])
+        return out
 
     def set_global(self, theta: np.ndarray) -> None:
         """The server state after a compressed sync point: the combined model."""

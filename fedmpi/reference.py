@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedmpi import compressed, data
+from fedmpi import compressed, data, divergence
 from fedmpi.device import limit_threads
 from fedmpi.flat import FlatParams
 from fedmpi.local import ClientGroup, evaluate, new_model, probe_bounds, worker_tensors
@@ -26,7 +26,8 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
 
     Keys: step [R], test_acc [R], test_loss [R], local_acc, local_loss, averaged_acc,
     averaged_loss, train_loss [R, W], bounds [R, W, len(BOUNDS)], sampled [R, S], z_local, z_averaged [R, W, P, D]
-    (when the run logs activations), comm_diagnostics [R, len(compressed.DIAGNOSTICS)] and
+    (when the run logs activations), comm_diagnostics [R, len(compressed.DIAGNOSTICS)],
+    divergence_relative and divergence_drift_diversity [R, L] (with trace.divergence) and
     final_averaged [num_params].
     """
     limit_threads(cfg.train.threads)
@@ -46,7 +47,8 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
 
     out: dict[str, list] = {key: [] for key in (
         "step", "test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
-        "train_loss", "bounds", "sampled", "z_local", "z_averaged", "comm_diagnostics")}
+        "train_loss", "bounds", "sampled", "z_local", "z_averaged", "comm_diagnostics", "divergence_relative",
+        "divergence_drift_diversity")}
     uplink = groups[0].uplink
     message = (payloads.shape[1] + len(CONTROL)) * 4 if uplink is None else \
         compressed.message_bytes(uplink.compressor, algorithm.num_params)
@@ -75,6 +77,12 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
         if not schedule.logged(i):
             continue
         out["comm_diagnostics"].append(diagnostics)
+        if cfg.trace.divergence:
+            P = algorithm.num_params
+            rows = np.stack([g.divergence_row(np.empty(2 * P, np.float32)) for g in groups])
+            relative, diversity = divergence.layer_divergence(rows[:, :P], rows[:, P:], evaluator_flat.slots)
+            out["divergence_relative"].append(relative)
+            out["divergence_drift_diversity"].append(diversity)
         want_z = schedule.wants_z(i)
         pairs = [g.evaluate(ex, ey, plan.probe_size, want_z) for g, (_, _, ex, ey) in zip(groups, tensors)]
         evaluator_flat.assign(torch.from_numpy(server["theta"]))

@@ -35,6 +35,7 @@ from fedmpi.protocol import BOUNDS, COMM_COUNTS, METRICS
 SCHEMA_VERSION = 3
 MODELS = ("local", "averaged")  # the two models a trace follows per worker: its own, and the global one
 MI_KEYS = ("xz_local", "zy_local", "xz_averaged", "zy_averaged")
+DIVERGENCE = ("relative", "drift_diversity")  # /divergence/<name> [R, L], trace.divergence
 MI_SE_KEYS = tuple(f"{key}_se" for key in MI_KEYS)  # standard errors (NaN: the estimator has none)
 FAILURE_LENGTH = 400  # bytes kept of the reason an estimate failed (/mi/<estimator>/failure)
 ANALYSIS_GROUP = "analysis/mi"  # re-estimates written by `analyze --write` live here, never under /mi
@@ -107,7 +108,8 @@ class TraceWriter:
                  layout: Mapping[str, np.ndarray], probe_indices: np.ndarray, probe_labels: np.ndarray,
                  probe_inputs: np.ndarray | None, representation_dim: int, activations: bool,
                  mi_params: Mapping[str, Mapping[str, object]], client_owner: np.ndarray,
-                 clients_per_round: int, comm_attrs: Mapping[str, object] | None = None):
+                 clients_per_round: int, comm_attrs: Mapping[str, object] | None = None,
+                 divergence_layers: int = 0):
         num_workers = len(num_examples)
         probe_size = probe_labels.shape[1]
         self.path = path
@@ -150,6 +152,9 @@ class TraceWriter:
             per_round(f"comm/{name}", (W,), np.int64)
         for name in DIAGNOSTICS:
             per_round(f"comm/{name}", (), np.float64, fillvalue=np.nan)
+        if divergence_layers:  # trace.divergence: per tensor of /model/layout, in its order
+            for name in DIVERGENCE:
+                per_round(f"divergence/{name}", (divergence_layers,), np.float64, fillvalue=np.nan)
         if activations:
             for which in ("local", "averaged"):
                 per_round(f"activations/{which}", (W, probe_size, representation_dim), np.float32,
@@ -201,16 +206,19 @@ class TraceWriter:
                    for key in MI_KEYS + MI_SE_KEYS + ("failure",) if key in f[f"mi/{est}"]}
         self.bounds = {name: f[f"bounds/{name}"] for name in BOUNDS if f"bounds/{name}" in f}
         self.comm = {name: f[f"comm/{name}"] for name in COMM_COUNTS + DIAGNOSTICS if f"comm/{name}" in f}
+        self.divergence = {name: f[f"divergence/{name}"] for name in DIVERGENCE if f"divergence/{name}" in f}
         self.rows = rows
         f.swmr_mode = True  # from here on: no new objects, readers may attach
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
                test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
                worker_bounds: np.ndarray, z: np.ndarray | None, latency: float,
-               comm_counts: np.ndarray | None = None, comm_diagnostics: np.ndarray | None = None) -> int:
+               comm_counts: np.ndarray | None = None, comm_diagnostics: np.ndarray | None = None,
+               divergence: tuple[np.ndarray, np.ndarray] | None = None) -> int:
         """Write one logged round as the next row; worker_metrics (W, len(metric_names)),
         worker_bounds (W, len(BOUNDS)), z (W, 2, probe_size, D) under the local and the global model,
-        comm_counts (W, len(COMM_COUNTS)) int64, comm_diagnostics (len(DIAGNOSTICS),) float64."""
+        comm_counts (W, len(COMM_COUNTS)) int64, comm_diagnostics (len(DIAGNOSTICS),) float64,
+        divergence (relative (L,), drift_diversity (L,)) per tensor of the layout."""
         f, r = self.f, self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
@@ -229,6 +237,10 @@ class TraceWriter:
                 for c, name in enumerate(names):
                     if name in self.comm:
                         self.comm[name][r] = values[..., c]
+        if divergence is not None:
+            for name, values in zip(DIVERGENCE, divergence):
+                if name in self.divergence:
+                    self.divergence[name][r] = values
         if self.activations and z is not None:
             self.activations["local"][r] = z[:, 0]
             self.activations["averaged"][r] = z[:, 1]
@@ -314,6 +326,8 @@ class Trace:
     # Schema 3 on ({} for older traces):
     comm: dict = None  # COMM_COUNTS name -> (R, W) int64; DIAGNOSTICS name -> (R,) float64 (/comm)
     comm_attrs: dict = None  # the compressor: name, its parameters, message and payload bytes
+    divergence: dict = None  # DIVERGENCE name -> (R, L) per tensor of the layout ({} without trace.divergence)
+    layers: tuple = ()  # the layout's tensor names (/model/layout/names)
 
     @property
     def rounds(self) -> int:
@@ -450,6 +464,10 @@ def _read(f, path: str) -> Trace:
     bounds = {name: _rows(f[f"bounds/{name}"], R).astype(np.float64) for name in BOUNDS if f"bounds/{name}" in f}
     comm = {name: _rows(f[f"comm/{name}"], R) for name in COMM_COUNTS + DIAGNOSTICS if f"comm/{name}" in f}
     comm_attrs = {k: _attr(v) for k, v in f["comm"].attrs.items()} if "comm" in f else {}
+    div = {name: _rows(f[f"divergence/{name}"], R).astype(np.float64) for name in DIVERGENCE
+           if f"divergence/{name}" in f}
+    layers = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in f["model/layout/names"][:]) \
+        if "model/layout/names" in f else ()
     return Trace(
         path=path, attrs=attrs, config=_parse_config(attrs.get("config")),
         num_examples=dataset(f, "workers/num_examples", path)[:],
@@ -457,6 +475,7 @@ def _read(f, path: str) -> Trace:
         epoch=_rows(dataset(f, "rounds/epoch", path), R), time=_rows(dataset(f, "rounds/time", path), R),
         metrics=metrics, mi=mi, mi_params=mi_params, analysis=frozenset(analysis),
         mi_se=mi_se, mi_failures=failures, bounds=bounds, comm=comm, comm_attrs=comm_attrs,
+        divergence=div, layers=layers,
         has_activations=all(n in f for n in ("activations/local", "activations/averaged", "probe/inputs",
                                              "probe/labels")))
 

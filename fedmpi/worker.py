@@ -47,6 +47,7 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     probe_y = eval_y[:plan.probe_size].cpu().numpy()
     z_buf = np.empty((2, plan.probe_size, group.evaluator.representation_dim), dtype=np.float32)  # (2, P, D)
     down = np.empty(group.size + 1, dtype=np.float32)  # [theta | stop] of a gathered compressed sync point
+    div_buf = np.empty(2 * group.size, dtype=np.float32)  # [local model | its update], trace.divergence
     times = dict(train=0.0, eval=0.0, sync=0.0)
 
     for i in range(first, schedule.num_rounds):
@@ -66,6 +67,8 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
             group.set_global(theta)
             if cfg.compression.measure_distortion and schedule.logged(i):
                 comm.gather(group.uplink.update, diagnostic=True)
+        if cfg.trace.divergence and schedule.logged(i):
+            comm.gather(group.divergence_row(div_buf), diagnostic=True)
         t2 = time.perf_counter()
         times["train"] += t1 - t0
         times["sync"] += t2 - t1

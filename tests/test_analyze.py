@@ -248,7 +248,7 @@ def test_plots_are_written_as_png(traces, tmp_path, capsys):
 def test_communication_in_summary_csv_comparison_and_plots(traces, tmp_path, capsys):
     path = _run_job(tmp_path, "topk.h5", "compression.name=topk", "compression.fraction=0.05",
                     "compression.measure_distortion=true", "mi.estimators=[]", "train.epochs=1",
-                    "trace.activations=false")
+                    "trace.activations=false", "trace.divergence=true")
     with h5py.File(path, "r") as f:
         up, down = f["comm/bytes_up"][:], f["comm/bytes_down"][:]
         ratio = np.mean(f["comm/update_bits"][:] / f["comm/rd_limit_bits"][:])
@@ -258,14 +258,17 @@ def test_communication_in_summary_csv_comparison_and_plots(traces, tmp_path, cap
     assert "topk (fraction=0.05)" in out and f"{bits:.3f} bits per parameter" in out
     assert f"up {up.sum() / 1e6:.2f} MB, down {down.sum() / 1e6:.2f} MB" in out
     assert f"bits / R_sum limit at it: {ratio:.2f}" in out
+    assert "largest relative divergence" in out
     rc, out, _ = analyze(capsys, path, "--csv", "-")
     rows = [line.split(",") for line in out.splitlines() if ",comm/bytes_up," in line]
     assert [int(r[-1]) for r in rows] == up.ravel().tolist()
     assert any(",comm/rd_limit_bits," in line for line in out.splitlines())
+    assert any(",divergence/relative/conv1.weight," in line for line in out.splitlines())
     rc, out, _ = analyze(capsys, path, traces["bare"])  # a compressed and an uncompressed run side by side
     assert rc == 0 and "topk (fraction=0.05)" in out and "none" in out
     rc, out, _ = analyze(capsys, path, traces["bare"], "--plots", tmp_path / "figs")
     assert rc == 0 and "compare-accuracy-bits.png" in out and "topk-communication.png" in out
+    assert "topk-divergence.png" in out
 
 
 # ---------------------------------------------------------------- MI re-estimation

@@ -326,3 +326,20 @@ def test_compression_refuses_an_algorithm_with_control_variates(tmp_path):
     line = [x for x in proc.stderr.splitlines() if "compression.name" in x]
     assert line and "'topk'" in line[0] and "scaffold" in line[0] and "fedavg" in line[0]
     assert list(tmp_path.glob("*.h5")) == []
+
+
+def test_divergence_per_layer_equals_the_reference_and_is_counted_apart(tmp_path):
+    overrides = ["trace.divergence=true", "mi.estimators=[]", "train.epochs=2", "trace.activations=false",
+                 "data.partition=dirichlet", "data.alpha=0.3"]
+    run_ok(3, smoke_args(tmp_path, "div", *overrides))
+    want = run_reference(config.load(str(SMOKE), overrides), num_workers=2)
+    with open_trace(str(tmp_path / "div.h5")) as f:
+        names = [n.decode() for n in f["model/layout/names"][:]]
+        assert f["divergence/relative"].shape == (len(f["rounds/step"]), len(names))
+        for name in ("relative", "drift_diversity"):
+            np.testing.assert_allclose(f[f"divergence/{name}"][:], want[f"divergence_{name}"], rtol=1e-5,
+                                       equal_nan=True, err_msg=name)
+        assert (f["divergence/relative"][:] > 0).all()  # two workers on different data drift apart
+        assert (f["divergence/drift_diversity"][:] >= 0.5 - 1e-6).all()  # at least 1/K: Cauchy-Schwarz
+        P = int(f["model"].attrs["num_params"])
+        np.testing.assert_array_equal(f["comm/diagnostic_bytes"][:], 2 * P * 4)  # [model | update], float32

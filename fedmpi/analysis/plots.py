@@ -64,6 +64,8 @@ def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
                 figures.append((f"{label}-infoplane-{est}.png", _infoplane_figure(t, est)))
         if t.comm and "bytes_up" in t.comm:
             figures.append((f"{label}-communication.png", _communication_figure(t)))
+        if t.divergence:
+            figures.append((f"{label}-divergence.png", _divergence_figure(t)))
         paths += _save(folder, figures)
     measured = [t for t in traces if t.rounds and t.comm and "bytes_up" in t.comm]
     if len(measured) > 1:
@@ -122,6 +124,29 @@ def _communication_figure(t: Trace):
     ax.set_title("accuracy against communication")
     ax.grid(alpha=0.3)
     fig.suptitle(f"Communication, {compression_label(t)}\n{_title(t)}")
+    return fig
+
+
+def _divergence_figure(t: Trace):
+    """Heat maps, tensor (layer) by sync point: relative divergence and drift diversity."""
+    import numpy as np
+    fig, axes = _figure(1, 2, 13, 0.28 * len(t.layers) + 2.4)
+    sync_point = t.index + 1
+    for ax, (name, what, scale) in zip(axes[0], (
+            ("relative", "relative divergence D_l = mean_k ||W_l^k - mean W_l|| / ||mean W_l||", "log"),
+            ("drift_diversity", "drift diversity xi_l = sum_k ||m_l^k||^2 / ||sum_k m_l^k||^2", "log"))):
+        values = t.divergence[name].T  # (L, R)
+        finite = values[np.isfinite(values) & (values > 0)]
+        import matplotlib.colors as mcolors
+        norm = mcolors.LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
+        image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", interpolation="nearest", norm=norm,
+                          cmap="magma", extent=(sync_point[0] - 0.5, sync_point[-1] + 0.5, len(t.layers) - 0.5,
+                                                -0.5))
+        ax.set_yticks(range(len(t.layers)), t.layers, fontsize="small")
+        ax.set_xlabel("sync point")
+        ax.set_title(what, fontsize="medium")
+        fig.colorbar(image, ax=ax)
+    fig.suptitle(f"Per-layer divergence across workers (layers in model order, input first)\n{_title(t)}")
     return fig
 
 

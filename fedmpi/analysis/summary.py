@@ -144,6 +144,12 @@ def print_summary(t: Trace, out) -> None:
         if totals["diagnostic"]:
             line += f"; diagnostic {megabytes(totals['diagnostic'])} apart"
         table.add_row("communication", line)
+        if t.divergence and np.isfinite(t.divergence["relative"][-1]).any():
+            rel = t.divergence["relative"][-1]
+            top = int(np.nanargmax(rel))
+            table.add_row("divergence", f"last sync point: largest relative divergence {rel[top]:.4f} in "
+                                        f"{t.layers[top]}; smallest {np.nanmin(rel):.4f} "
+                                        f"({t.layers[int(np.nanargmin(rel))]})")
         if not np.isnan(totals["ratio"]):
             table.add_row("rate-distortion", f"distortion {totals['distortion']:.3g} per element (mean); "
                                              f"bits / R_sum limit at it: {totals['ratio']:.2f} (mean)")

@@ -57,6 +57,10 @@ def csv_rows(t: Trace) -> Iterator[tuple]:
                 v = float(values[r, k])
                 if not np.isnan(v):
                     yield head + (k, model, f"bounds/{metric}", v)
+        for name, values in (t.divergence or {}).items():
+            for layer, v in zip(t.layers, values[r]):
+                if not np.isnan(v):
+                    yield head + ("", "", f"divergence/{name}/{layer}", float(v))
         for name, values in (t.comm or {}).items():
             if values.ndim == 2:
                 for k in range(W):
