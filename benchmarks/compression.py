@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--compressors", nargs="+", default=list(COMPRESSORS),
                         help="names, or name:key=value,... with parameters")
     parser.add_argument("--paths", action="store_true", help="also time gather against allgather")
+    parser.add_argument("--path-workers", type=int, default=2, help="workers of the --paths runs")
+    parser.add_argument("--only-paths", action="store_true", help="time the paths only")
     parser.add_argument("--mpiexec", default="mpiexec", help="MPI launcher (add Open MPI flags yourself)")
     args = parser.parse_args()
     mpiexec = args.mpiexec.split()
@@ -100,7 +102,7 @@ def main() -> None:
     data = [f"data.root={args.data_root}"]
     print(f"machine: {os.cpu_count()} CPUs; traces in {args.out}; a compressor whose run fails "
           "(a diverging model) is listed with the run's error")
-    for workers in args.workers:
+    for workers in [] if args.only_paths else args.workers:
         for partition in args.partitions:
             print(f"\n{workers} workers, {partition}{' (alpha 0.3)' if partition == 'dirichlet' else ''}")
             print(f"{'compressor':20s} {'test acc':>8s} {'bits/param/sync':>15s} {'total bits/param':>16s} "
@@ -117,13 +119,14 @@ def main() -> None:
                 print(f"{comp:20s} {r['acc']:8.4f} {r['bits']:15.3f} {r['total']:16.1f} {r['distortion']:10.3g} "
                       f"{r['limit']:8.3f} {r['ratio']:10.2f} {r['signal']:9.3g} {r['noise']:9.3g} "
                       f"{r['wall']:6.1f}", flush=True)
-    if args.paths:
-        print("\ncompressed payload paths (qsgd, 2 workers, iid): mean sync seconds per worker over the run")
+    if args.paths or args.only_paths:
+        print(f"\ncompressed payload paths (qsgd, {args.path_workers} workers, iid): mean sync seconds per "
+              "worker over the run")
         times: dict[str, list[float]] = {"gather": [], "allgather": []}
         for i in range(2):
             for path in times:
                 sets = data + ["compression.name=qsgd", f"compression.collective={path}"]
-                trace, failed = run(mpiexec, args.out, f"path-{path}-{i}", 2, sets)
+                trace, failed = run(mpiexec, args.out, f"path-{path}-{i}", args.path_workers, sets)
                 if failed:
                     sys.exit(f"{path} run failed: {failed}")
                 r = read(trace)
