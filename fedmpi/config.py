@@ -108,7 +108,7 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
-    epochs: int = 20  # local epochs, counted on the largest shard
+    epochs: int = 20  # local epochs of the whole run, counted on the largest shard (sync.unit: epochs: on each)
     threads: int = 1  # torch and BLAS threads per rank; 1 keeps co-located ranks off each other's cores
     optimizer_state: Literal["keep", "reset"] = "keep"  # reset: fresh momentum at every sync point
     # The round's learning rate over sync points (plan.learning_rate): constant, `step` (times
