@@ -35,15 +35,20 @@ class DataConfig:
     name: Literal["cifar10", "synthetic"] = "cifar10"
     root: str = "data"  # folder that holds (or receives) cifar-10-batches-py/
     download: bool = True  # fetch the official CIFAR-10 archive if root has none
-    partition: Literal["iid", "classes", "dirichlet"] = "iid"
+    partition: Literal["iid", "classes", "dirichlet", "shards"] = "iid"
     alpha: float = 0.5  # Dirichlet concentration, used by partition: dirichlet
+    classes_per_client: int = 2  # labels each client holds ("#C=k"), used by partition: shards
     samples_per_worker: int = 0  # examples per worker (per client with clients.total); 0: split everything
     probe_size: int = 1000  # examples per worker whose representation Z is logged
     eval_size: int = 2000  # shard examples behind local_acc/averaged_acc; 0: the whole shard
     test_size: int = 0  # test examples behind test_acc; 0: the whole test set
+    augment: Literal["none", "crop-flip"] = "none"  # per training batch (fedmpi.augment); never in evaluation
 
     def check(self) -> None:
         _require(self.alpha > 0, "data.alpha", "a number > 0", self.alpha)
+        # The upper end (the dataset's number of classes) is checked where the data are known.
+        _require(self.classes_per_client >= 1, "data.classes_per_client", "an integer >= 1",
+                 self.classes_per_client)
         _require(self.samples_per_worker >= 0, "data.samples_per_worker",
                  "an integer >= 0 (0 = split the whole training set)", self.samples_per_worker)
         _require(self.probe_size >= 1, "data.probe_size", "an integer >= 1", self.probe_size)
@@ -103,8 +108,14 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
-    epochs: int = 20  # local epochs, counted on the largest shard
+    epochs: int = 20  # local epochs of the whole run, counted on the largest shard (sync.unit: epochs: on each)
     threads: int = 1  # torch and BLAS threads per rank; 1 keeps co-located ranks off each other's cores
+    optimizer_state: Literal["keep", "reset"] = "keep"  # reset: fresh momentum at every sync point
+    # The round's learning rate over sync points (plan.learning_rate): constant, `step` (times
+    # lr_gamma every lr_step sync points) or `cosine` (from lr down towards 0 at the last sync point).
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    lr_step: int = 10  # sync points between decays, used by lr_schedule: step
+    lr_gamma: float = 0.1  # factor of each decay, used by lr_schedule: step
 
     def check(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
@@ -113,11 +124,16 @@ class TrainConfig:
         _require(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
         _require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
         _require(self.threads >= 1, "train.threads", "an integer >= 1", self.threads)
+        _require(self.lr_step >= 1, "train.lr_step", "an integer >= 1", self.lr_step)
+        _require(0 < self.lr_gamma <= 1, "train.lr_gamma", "a number in (0, 1]", self.lr_gamma)
 
 
 @dataclass(frozen=True)
 class SyncConfig:
-    every: int = 100  # local batches between sync points
+    every: int = 100  # local batches (or epochs, see unit) between sync points
+    # batches: every client takes `every` steps per round; epochs: each client runs `every` epochs
+    # of its own data, ceil(n_c / batch_size) steps each, so clients of different sizes differ.
+    unit: Literal["batches", "epochs"] = "batches"
     redistribute: bool = True  # false: workers keep their own models (the paper's "without sending back")
     collective: Literal["allreduce", "gather"] = "allreduce"  # gather: coordinator sees every local model
 
@@ -161,6 +177,7 @@ class TraceConfig:
 class ClientsConfig:
     total: int = 0  # simulated clients spread over the workers; 0: one per worker
     per_round: int = 0  # clients sampled before each sync point; 0: all of them
+    weighting: Literal["examples", "uniform"] = "examples"  # a client's weight in the average: n_c, or 1
 
     def check(self) -> None:
         _require(self.total >= 0, "clients.total", "an integer >= 0 (0 = one client per worker)", self.total)

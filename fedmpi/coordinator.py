@@ -28,6 +28,7 @@ from fedmpi.device import limit_threads
 from fedmpi.flat import layout_arrays
 from fedmpi.local import arrays, new_algorithm, new_model, tensors
 from fedmpi.measure import Measurements
+from fedmpi.plan import label_counts
 from fedmpi.protocol import BOUNDS, METRICS, RoundBuffers, checkpoint_due, sync_point
 from fedmpi.recorder import Recorder
 from fedmpi.tensorboard import Board
@@ -70,8 +71,9 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             activations=cfg.trace.activations,
             mi_params={n: _attrs(n, p) for n, p in mi_params.items()},
             client_owner=np.concatenate([[k] * len(w.client_ids) for k, w in enumerate(plan.workers)]),
-            clients_per_round=plan.clients_per_round, divergence_layers=len(measurements.flat.slots)
-            if cfg.trace.divergence else 0,
+            clients_per_round=plan.clients_per_round,
+            divergence_layers=len(measurements.flat.slots) if cfg.trace.divergence else 0,
+            label_counts=label_counts(plan, dataset.train_y, dataset.num_classes),
             comm_attrs=dict(_attrs_of(cfg.compression.params), compression=cfg.compression.name,
                             collective=cfg.compression.collective if compressor else cfg.sync.collective,
                             measure_distortion=bool(compressor and cfg.compression.measure_distortion),
@@ -88,9 +90,10 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
     z_buf = np.zeros((2, P, D), dtype=np.float32)
     steps_per_epoch = schedule.total_steps / cfg.train.epochs
+    client_steps = plan.steps_through(first - 1)  # (C,) local steps of each client so far
     ranks = ", ".join(f"{r}={host}:{pid}" for r, host, pid in placement)
     console.start(f"fedmpi {job}: {W} workers, {cfg.data.name} {cfg.data.partition}, "
-                  f"sync every {schedule.sync_every} batches "
+                  f"sync every {cfg.sync.every} {cfg.sync.unit} "
                   f"({'with' if cfg.sync.redistribute else 'without'} redistribution), "
                   f"{schedule.num_rounds} rounds -> {trace_path}"
                   + (f"\nresuming after sync point {first}/{schedule.num_rounds}" if first else "")
@@ -125,6 +128,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
             layers = divergence.layer_divergence(rows[:, :num_params], rows[:, num_params:],
                                                  measurements.flat.slots)
         console.sync_point(i, schedule.step(i))
+        client_steps = client_steps + plan.steps_in(i)
         if schedule.logged(i):
             # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
             cpu_seconds = time.process_time() - cpu_start
@@ -135,6 +139,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                                       sampled=plan.sampled(i), worker_metrics=worker_metrics,
                                       worker_bounds=worker_bounds, comm_counts=counts,
                                       comm_diagnostics=diagnostics, divergence=layers,
+                                      client_steps=client_steps,
                                       z=z if cfg.trace.activations else None))
             mi_z = z if mi_params and schedule.mi_due(i) else None
             measurements.submit(row, server["theta"], mi_z, console.note)
@@ -168,7 +173,8 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     console.finish(f"fedmpi {job}: done", {
         "trace": trace_path,
         "rounds": f"{schedule.num_rounds} ({writer.rows} logged)",
-        "local batches per worker": str(schedule.total_steps),
+        "local batches per worker": str(schedule.total_steps) + (
+            " (the largest client's; each client's: /clients/steps)" if cfg.sync.unit == "epochs" else ""),
         "wall time": f"{wall:.1f} s",
         "test accuracy (averaged)": f"{last['test_acc']:.4f}",
         "local accuracy (own shard)": " ".join(f"{v:.4f}" for v in wm[:, METRICS.index("local_acc")]),

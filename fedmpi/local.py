@@ -19,12 +19,13 @@ import torch.nn.functional as F
 
 from fedmpi.algorithms import Algorithm, LocalWork, Setting, build_algorithm
 from fedmpi.algorithms.base import GradientHook, State
+from fedmpi.augment import PAD as PAD_FOR_CROP, crop_flip
 from fedmpi.compress import build_compressor
 from fedmpi.compressed import Uplink
 from fedmpi.flat import FlatParams
 from fedmpi.models import build_model
 from fedmpi.protocol import BOUNDS
-from fedmpi.seeding import INIT, ORDER, int_seed
+from fedmpi.seeding import AUGMENT, INIT, ORDER, int_seed
 
 EVAL_CHUNK = 1000  # examples per forward pass in evaluation; bounds activation memory
 
@@ -70,6 +71,12 @@ def check_plugins(cfg, input_shape, num_classes: int, num_clients: int) -> None:
         algorithm = new_algorithm(cfg, model, FlatParams(model), num_clients)
     except ValueError as exc:
         raise UsageError(f"config: algorithm.{exc}") from None
+    if cfg.data.partition == "shards" and not 1 <= cfg.data.classes_per_client <= num_classes:
+        raise UsageError(f"config: data.classes_per_client must be an integer in 1..{num_classes} "
+                         f"(the dataset's classes), got {cfg.data.classes_per_client}")
+    if cfg.data.augment == "crop-flip" and (len(input_shape) != 3 or min(input_shape[1:]) <= PAD_FOR_CROP):
+        raise UsageError(f"config: data.augment 'crop-flip' needs images (C, H, W) larger than "
+                         f"{PAD_FOR_CROP} pixels a side, got inputs of shape {tuple(input_shape)}; use none")
     if cfg.compression.name != "none" and not algorithm.compressible:
         raise UsageError(f"config: compression.name {cfg.compression.name!r} needs an algorithm whose "
                          f"contribution is the weighted model (fedavg, fedprox); {cfg.algorithm.name!r} "
@@ -83,6 +90,8 @@ def new_algorithm(cfg, model, flat: FlatParams, num_clients: int) -> Algorithm:
 
 
 class LocalTrainer:
+    """One client: its model, optimizer, batch order and augmentation draws."""
+
     def __init__(self, cfg, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, worker: int):
         self.model = model
         self.flat = FlatParams(model)
@@ -91,8 +100,11 @@ class LocalTrainer:
         self.batch_size = cfg.train.batch_size
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                    weight_decay=cfg.train.weight_decay)
-        # Own generator: the batch order is a function of (seed, worker) alone.
+        # Own generators: the batch order and the augmentation are functions of (seed, `worker`)
+        # alone, whatever the device; ClientGroup passes the client's id.
         self.gen = torch.Generator().manual_seed(int_seed(cfg.seed, ORDER, worker))
+        self.augment = cfg.data.augment == "crop-flip"
+        self.augment_gen = torch.Generator().manual_seed(int_seed(cfg.seed, AUGMENT, worker))
         self.perm = torch.empty(0, dtype=torch.int64)
         self.pos = 0
         self.epochs_started = 0
@@ -113,6 +125,7 @@ class LocalTrainer:
         torch.load(weights_only=True)."""
         return {"theta": self.flat.vector.detach().cpu().clone(), "buffers": self.flat.int_buffers(),
                 "optimizer": copy.deepcopy(self.opt.state_dict()), "generator": self.gen.get_state(),
+                "augment_generator": self.augment_gen.get_state(),
                 "perm": self.perm.cpu().clone(), "pos": self.pos, "epochs_started": self.epochs_started}
 
     def load_state(self, state: dict) -> None:
@@ -120,9 +133,20 @@ class LocalTrainer:
         self.flat.load_int_buffers(state["buffers"])
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
+        if "augment_generator" in state:  # checkpoints written before data.augment existed have none
+            self.augment_gen.set_state(state["augment_generator"])
         self.perm = state["perm"].to(self.x.device)
         self.pos = int(state["pos"])
         self.epochs_started = int(state["epochs_started"])
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def reset_optimizer(self) -> None:
+        """A fresh optimizer state: SGD's first step after it starts momentum from the gradient,
+        as from a zero buffer."""
+        self.opt.state.clear()
 
     def train(self, steps: int, hook: GradientHook | None = None) -> float:
         """Run `steps` SGD steps; returns the mean training loss over them.
@@ -134,7 +158,10 @@ class LocalTrainer:
         loss_sum = torch.zeros((), device=self.x.device)
         for _ in range(steps):
             idx = self._next_batch()
-            logits = self.model(self.x.index_select(0, idx))
+            batch = self.x.index_select(0, idx)  # (B, C, H, W)
+            if self.augment:
+                batch = crop_flip(batch, self.augment_gen)
+            logits = self.model(batch)
             loss = F.cross_entropy(logits, self.y.index_select(0, idx))
             self.grad.zero_()
             loss.backward()
@@ -206,12 +233,13 @@ class ClientGroup:
     def __init__(self, cfg, dataset, worker_data, x: torch.Tensor, y: torch.Tensor, device, num_clients: int,
                  worker: int):
         self.redistribute = cfg.sync.redistribute
-        self.lr = cfg.train.lr
+        self.reset_optimizer = cfg.train.optimizer_state == "reset"
         self.ids = worker_data.client_ids
         self.clients = [LocalTrainer(cfg, new_model(cfg, dataset.input_shape, dataset.num_classes, device),
                                      x[sl], y[sl], cid)
                         for cid, sl in zip(worker_data.client_ids, worker_data.client_slices)]
-        self.weights = [len(c.y) for c in self.clients]
+        # A client's weight in the average: its number of examples (FedAvg), or 1 for each.
+        self.weights = [len(c.y) if cfg.clients.weighting == "examples" else 1 for c in self.clients]
         self.evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, device)
         self.eval_flat = FlatParams(self.evaluator)
         self.size = self.eval_flat.size
@@ -226,9 +254,13 @@ class ClientGroup:
         self.uplink = None if cfg.compression.name == "none" else Uplink(
             build_compressor(cfg.compression.name, cfg.compression.params), self.size, cfg.seed, worker)
 
-    def train_round(self, sampled, steps: int, out: np.ndarray, where: str) -> float:
+    def train_round(self, sampled, steps, out: np.ndarray, where: str, lr: float | None = None) -> float:
         """Train this worker's sampled clients; write the sum of their contributions into out.
 
+        `steps` is one number for every client, or a sequence indexed by client id
+        (`Schedule.client_steps`); `lr` the round's learning rate (None: train.lr).
+        With `train.optimizer_state: reset` each trained client's optimizer state is
+        dropped after its local steps, so every round starts from fresh momentum.
         Returns their mean training loss (NaN when none of them was sampled)."""
         out[:] = 0
         losses, thetas, starts, weights = [], [], [], []
@@ -238,12 +270,18 @@ class ClientGroup:
             if self.redistribute:
                 client.flat.assign(torch.from_numpy(self.server["theta"]))
             start = client.flat.vector.detach().cpu().numpy().copy()
-            loss = client.train(steps, self.algorithm.gradient_hook(self.client_states[j], self.server))
+            n = steps if isinstance(steps, int) else int(steps[cid])
+            if lr is not None:
+                client.set_lr(lr)
+            rate = client.opt.param_groups[0]["lr"]
+            loss = client.train(n, self.algorithm.gradient_hook(self.client_states[j], self.server))
+            if self.reset_optimizer:
+                client.reset_optimizer()
             theta = client.flat.vector.detach().cpu().numpy()
             if not (np.isfinite(loss) and np.isfinite(theta).all()):
                 raise NonFiniteError(f"{where}, client {cid}: loss or parameters are not finite; "
                                      "lower train.lr or check the data")
-            work = LocalWork(start, theta, w, steps, self.lr)
+            work = LocalWork(start, theta, w, n, rate)
             self.client_states[j] = self.algorithm.contribute(work, self.client_states[j], self.server, self._part)
             out += self._part
             losses.append(loss)

@@ -2,8 +2,9 @@
 
 Nothing is negotiated at run time: the coordinator, each worker and the
 single-process reference compute the same `Plan`, so they agree on the number
-of rounds, which of them are logged, which clients train in each, and which
-examples form each worker's shard, evaluation subset and probe.
+of rounds, which of them are logged, which clients train in each and for how
+many steps, the learning rate of each round, and which examples form each
+worker's shard, evaluation subset and probe.
 """
 
 from __future__ import annotations
@@ -20,14 +21,27 @@ from fedmpi.seeding import CLIENTS, SUBSETS, TEST, rng_for
 
 @dataclass(frozen=True)
 class Schedule:
-    """The rounds of a run. Round i ends with its sync point after `step(i)` local steps."""
+    """The rounds of a run. Round i ends with its sync point after `step(i)` local steps.
 
-    total_steps: int  # local steps (batches) per client over the whole run
-    sync_every: int
+    Steps are counted on the largest client. With `sync.unit: batches` every
+    sampled client takes the round's `steps_before(i)`; with `epochs` a round
+    is a number of epochs and client c takes `epoch_steps[c]` steps per epoch
+    (`client_steps`), so `sync_every` and `total_steps` are whole epochs of
+    the largest client.
+    """
+
+    total_steps: int  # local steps (batches) of the largest client over the whole run
+    sync_every: int  # local steps of the largest client between sync points
     trace_every: int
     mi_every: int
     activations: bool = False  # trace.activations
     mi_on: bool = False  # any MI estimator configured
+    unit: str = "batches"  # sync.unit
+    epoch_steps: tuple[int, ...] = ()  # (C,) ceil(n_c / batch_size) per client
+    lr: float = 0.01  # train.lr, the rate of round 0
+    lr_schedule: str = "constant"  # train.lr_schedule
+    lr_step: int = 10  # train.lr_step
+    lr_gamma: float = 0.1  # train.lr_gamma
 
     @property
     def num_rounds(self) -> int:
@@ -39,6 +53,23 @@ class Schedule:
     def steps_before(self, i: int) -> int:
         """Local steps of round i: between sync points i - 1 and i (the last round may be shorter)."""
         return self.step(i) - (self.step(i - 1) if i > 0 else 0)
+
+    def client_steps(self, i: int) -> tuple[int, ...]:
+        """(C,) local steps each client takes in round i when sampled."""
+        if self.unit == "batches":
+            return (self.steps_before(i),) * len(self.epoch_steps)
+        epochs = self.steps_before(i) // max(self.epoch_steps)  # whole epochs of the largest client
+        return tuple(epochs * n for n in self.epoch_steps)
+
+    def learning_rate(self, i: int) -> float:
+        """The learning rate of round i's local steps: train.lr under `constant`; times
+        lr_gamma after every lr_step sync points under `step`; under `cosine`
+        lr (1 + cos(pi i / num_rounds)) / 2, from lr at round 0 towards 0 at the end."""
+        if self.lr_schedule == "step":
+            return self.lr * self.lr_gamma ** (i // self.lr_step)
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * i / self.num_rounds))
+        return self.lr
 
     def logged(self, i: int) -> bool:
         """Rounds recorded in the trace (its rows): every trace_every-th, and always the last."""
@@ -98,6 +129,17 @@ class Plan:
         rng = rng_for(self.seed, CLIENTS, i)
         return np.sort(rng.choice(self.num_clients, self.clients_per_round, replace=False))
 
+    def steps_in(self, i: int) -> np.ndarray:
+        """(C,) int64 local steps each client took in round i: its steps if sampled, else 0."""
+        taken = np.zeros(self.num_clients, dtype=np.int64)
+        chosen = self.sampled(i)
+        taken[chosen] = np.asarray(self.schedule.client_steps(i), dtype=np.int64)[chosen]
+        return taken
+
+    def steps_through(self, i: int) -> np.ndarray:
+        """(C,) int64 local steps each client took in rounds 0..i (zeros for i < 0)."""
+        return sum((self.steps_in(j) for j in range(i + 1)), np.zeros(self.num_clients, dtype=np.int64))
+
 
 def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) -> Plan:
     d = cfg.data
@@ -109,9 +151,19 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
     if per_round > num_clients:
         raise UsageError(f"config: clients.per_round={per_round} is more than clients.total={num_clients}")
     # Clients, not workers, own data: with one client per worker the two coincide.
+    batch = cfg.train.batch_size
+    least = d.probe_size if num_clients == num_workers else 1
+    # A Dirichlet split re-draws until every client also holds one full batch; the other
+    # schemes are fixed by the seed, so a client short of a batch is refused below.
     shards = partition(train_labels, num_clients, d.partition, seed=cfg.seed, alpha=d.alpha,
                        samples_per_worker=d.samples_per_worker,
-                       min_examples=d.probe_size if num_clients == num_workers else 1)
+                       min_examples=max(least, batch) if d.partition == "dirichlet" else least,
+                       classes_per_client=d.classes_per_client)
+    for c, s in enumerate(shards):
+        if len(s) < batch:
+            raise UsageError(f"config: train.batch_size={batch} is more than the {len(s)} examples of "
+                             f"client {c + 1} under partition '{d.partition}'; every client needs one full "
+                             "batch: lower train.batch_size, raise data.samples_per_worker or use fewer clients")
     workers = []
     for k, ids in enumerate(np.array_split(np.arange(num_clients), num_workers)):
         parts = [shards[c] for c in ids]
@@ -129,8 +181,19 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
                          "examples; lower it or use 0 for the whole test set")
     test = np.arange(num_test) if d.test_size == 0 else np.sort(
         rng_for(cfg.seed, TEST).permutation(num_test)[:d.test_size])
-    largest = max(len(s) for s in shards)
-    total_steps = cfg.train.epochs * math.ceil(largest / cfg.train.batch_size)
-    schedule = Schedule(total_steps, cfg.sync.every, cfg.trace.every, cfg.mi.every,
-                        cfg.trace.activations, bool(cfg.mi.estimators))
+    epoch_steps = tuple(math.ceil(len(s) / batch) for s in shards)
+    largest = max(epoch_steps)
+    t = cfg.train
+    schedule = Schedule(t.epochs * largest, cfg.sync.every * (largest if cfg.sync.unit == "epochs" else 1),
+                        cfg.trace.every, cfg.mi.every, cfg.trace.activations, bool(cfg.mi.estimators),
+                        cfg.sync.unit, epoch_steps, t.lr, t.lr_schedule, t.lr_step, t.lr_gamma)
     return Plan(num_workers, tuple(workers), test, schedule, d.probe_size, num_clients, per_round, cfg.seed)
+
+
+def label_counts(plan: Plan, train_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, K) int64: each client's training examples per label, clients in id order."""
+    counts = np.zeros((plan.num_clients, num_classes), dtype=np.int64)
+    for w in plan.workers:
+        for cid, sl in zip(w.client_ids, w.client_slices):
+            counts[cid] = np.bincount(train_labels[w.shard[sl]], minlength=num_classes)
+    return counts

@@ -54,7 +54,8 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
         compressed.message_bytes(uplink.compressor, algorithm.num_params)
     for i in range(schedule.num_rounds):
         sampled = set(plan.sampled(i))
-        losses = [g.train_round(sampled, schedule.steps_before(i), payloads[k], f"worker {k + 1}")
+        losses = [g.train_round(sampled, schedule.client_steps(i), payloads[k], f"worker {k + 1}",
+                                schedule.learning_rate(i))
                   for k, g in enumerate(groups)]
         diagnostics = np.full(len(compressed.DIAGNOSTICS), np.nan)
         diagnostics[0] = compressed.uplink_bits(message, num_workers, algorithm.num_params)

@@ -18,6 +18,7 @@ SYNTHETIC = 5
 TEST = 6  # test subset
 CLIENTS = 7  # per-round client sampling
 COMPRESSION = 8  # per-worker, per-sync-point draws of stochastic compressors
+AUGMENT = 9  # per-client training-time augmentation (data.augment)
 
 
 def rng_for(seed: int, *tags: int) -> np.random.Generator:

@@ -31,6 +31,8 @@ from fedmpi.protocol import BOUNDS, COMM_COUNTS, METRICS
 
 # 2: /bounds, /mi/<estimator>/<key>_se and /mi/<estimator>/failure, `what_*` attributes.
 # 3: /comm (communication counts per worker, the compressor and its distortion).
+# Optional in 3 (written since data.augment and sync.unit came; absent in older traces):
+# /clients/label_counts (C, K) and /clients/steps (R, C).
 # Readers take every version up to this one; what an older trace lacks reads as absent.
 SCHEMA_VERSION = 3
 MODELS = ("local", "averaged")  # the two models a trace follows per worker: its own, and the global one
@@ -109,7 +111,7 @@ class TraceWriter:
                  probe_inputs: np.ndarray | None, representation_dim: int, activations: bool,
                  mi_params: Mapping[str, Mapping[str, object]], client_owner: np.ndarray,
                  clients_per_round: int, comm_attrs: Mapping[str, object] | None = None,
-                 divergence_layers: int = 0):
+                 divergence_layers: int = 0, label_counts: np.ndarray | None = None):
         num_workers = len(num_examples)
         probe_size = probe_labels.shape[1]
         self.path = path
@@ -125,6 +127,8 @@ class TraceWriter:
         model.create_dataset("layout/offsets", data=layout["offsets"], **_CHECKED)
         model.create_dataset("layout/sizes", data=layout["sizes"], **_CHECKED)
         f.create_dataset("clients/owner", data=np.asarray(client_owner, dtype=np.int64), **_CHECKED)
+        if label_counts is not None:  # (C, K): each client's training examples per label
+            f.create_dataset("clients/label_counts", data=np.asarray(label_counts, dtype=np.int64), **_CHECKED)
         f.create_dataset("probe/indices", data=probe_indices.astype(np.int64), **_CHECKED)
         f.create_dataset("probe/labels", data=probe_labels.astype(np.int64), **_CHECKED)
         if probe_inputs is not None:
@@ -143,6 +147,7 @@ class TraceWriter:
         per_round("timing/coordinator_cpu_seconds", (), np.float64)
         per_round("timing/row_latency_seconds", (), np.float64)
         per_round("clients/sampled", (clients_per_round,), np.int64)
+        per_round("clients/steps", (len(client_owner),), np.int64)  # local steps of each client so far
         for name in metric_names:
             per_round(f"{_group(name)}/{name}", (W,), np.float64)
         for name in BOUNDS:
@@ -214,11 +219,13 @@ class TraceWriter:
                test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
                worker_bounds: np.ndarray, z: np.ndarray | None, latency: float,
                comm_counts: np.ndarray | None = None, comm_diagnostics: np.ndarray | None = None,
-               divergence: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+               divergence: tuple[np.ndarray, np.ndarray] | None = None,
+               client_steps: np.ndarray | None = None) -> int:
         """Write one logged round as the next row; worker_metrics (W, len(metric_names)),
         worker_bounds (W, len(BOUNDS)), z (W, 2, probe_size, D) under the local and the global model,
         comm_counts (W, len(COMM_COUNTS)) int64, comm_diagnostics (len(DIAGNOSTICS),) float64,
-        divergence (relative (L,), drift_diversity (L,)) per tensor of the layout."""
+        divergence (relative (L,), drift_diversity (L,)) per tensor of the layout,
+        client_steps (C,) int64 local steps each client has taken up to this round's sync point."""
         f, r = self.f, self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
@@ -227,6 +234,8 @@ class TraceWriter:
         f["timing/coordinator_cpu_seconds"][r] = coordinator_cpu
         f["timing/row_latency_seconds"][r] = latency
         f["clients/sampled"][r] = sampled
+        if client_steps is not None and "clients/steps" in f:
+            f["clients/steps"][r] = client_steps
         for m, name in enumerate(self.metric_names):
             f[f"{_group(name)}/{name}"][r] = worker_metrics[:, m]
         for b, name in enumerate(BOUNDS):
@@ -328,6 +337,10 @@ class Trace:
     comm_attrs: dict = None  # the compressor: name, its parameters, message and payload bytes
     divergence: dict = None  # DIVERGENCE name -> (R, L) per tensor of the layout ({} without trace.divergence)
     layers: tuple = ()  # the layout's tensor names (/model/layout/names)
+    # Optional (None for traces written before them):
+    client_owner: Any = None  # (C,) int64 the worker of each client
+    label_counts: Any = None  # (C, K) int64 each client's training examples per label
+    client_steps: Any = None  # (R, C) int64 local steps each client took up to each row's sync point
 
     @property
     def rounds(self) -> int:
@@ -476,6 +489,9 @@ def _read(f, path: str) -> Trace:
         metrics=metrics, mi=mi, mi_params=mi_params, analysis=frozenset(analysis),
         mi_se=mi_se, mi_failures=failures, bounds=bounds, comm=comm, comm_attrs=comm_attrs,
         divergence=div, layers=layers,
+        client_owner=f["clients/owner"][:] if "clients/owner" in f else None,
+        label_counts=f["clients/label_counts"][:] if "clients/label_counts" in f else None,
+        client_steps=_rows(f["clients/steps"], R) if "clients/steps" in f else None,
         has_activations=all(n in f for n in ("activations/local", "activations/averaged", "probe/inputs",
                                              "probe/labels")))
 

@@ -52,8 +52,9 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
 
     for i in range(first, schedule.num_rounds):
         t0 = time.perf_counter()
-        train_loss = group.train_round(set(plan.sampled(i)), schedule.steps_before(i), bufs.payload,
-                                       f"worker {k + 1} before sync point {i} (step {schedule.step(i)})")
+        train_loss = group.train_round(set(plan.sampled(i)), schedule.client_steps(i), bufs.payload,
+                                       f"worker {k + 1} before sync point {i} (step {schedule.step(i)})",
+                                       schedule.learning_rate(i))
         t1 = time.perf_counter()
         if group.uplink is None:
             bufs.set_stop(stop.requested)

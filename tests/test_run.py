@@ -343,3 +343,32 @@ def test_divergence_per_layer_equals_the_reference_and_is_counted_apart(tmp_path
         assert (f["divergence/drift_diversity"][:] >= 0.5 - 1e-6).all()  # at least 1/K: Cauchy-Schwarz
         P = int(f["model"].attrs["num_params"])
         np.testing.assert_array_equal(f["comm/diagnostic_bytes"][:], 2 * P * 4)  # [model | update], float32
+
+
+def test_standard_setups_equal_the_reference(tmp_path):
+    """Augmentation, epochs of each client's own data (4 clients), optimizer reset, a step lr
+    schedule and uniform weighting, all in one run: MPI = reference. (Clients of different sizes
+    and the shards partition need more synthetic data than a quick run: tests/test_setups.py.)"""
+    overrides = ["mi.estimators=[]", "data.augment=crop-flip", "clients.total=4", "data.samples_per_worker=96",
+                 "sync.unit=epochs", "sync.every=1", "train.epochs=2", "train.optimizer_state=reset", "train.lr_schedule=step",
+                 "train.lr_step=1", "train.lr_gamma=0.5", "clients.weighting=uniform", "data.probe_size=32",
+                 "data.eval_size=64"]
+    run_ok(3, smoke_args(tmp_path, "setups", *overrides))
+    got = _trace_arrays(tmp_path / "setups.h5")
+    cfg = config.load(str(SMOKE), overrides)
+    want = run_reference(cfg, num_workers=2)
+    np.testing.assert_array_equal(got["step"], want["step"])
+    for key in ("test_acc", "test_loss", "local_acc", "averaged_acc", "train_loss", "final_averaged",
+                "z_local", "z_averaged"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
+    from fedmpi import data
+    from fedmpi.plan import label_counts, make_plan
+    dataset = data.load(cfg.data, 4, cfg.seed)
+    plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), 2)
+    with open_trace(str(tmp_path / "setups.h5")) as f:
+        steps, counts = f["clients/steps"][:], f["clients/label_counts"][:]
+    np.testing.assert_array_equal(counts, label_counts(plan, dataset.train_y, dataset.num_classes))
+    np.testing.assert_array_equal(counts.sum(axis=1), [96] * 4)
+    np.testing.assert_array_equal(steps, [[3] * 4, [6] * 4])  # ceil(96 / 32) steps per epoch, one epoch a round
+    from fedmpi.cli import main as cli_main
+    assert cli_main(["analyze", str(tmp_path / "setups.h5")]) == 0

@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from fedmpi.analysis.summary import compression_label, est_label, job_fields, latest_mi
+from fedmpi.trace import setting
 from fedmpi.errors import UsageError
 from fedmpi.trace import MODELS, Trace
 
@@ -66,6 +67,9 @@ def write_plots(traces: Sequence[Trace], folder: str) -> list[str]:
             figures.append((f"{label}-communication.png", _communication_figure(t)))
         if t.divergence:
             figures.append((f"{label}-divergence.png", _divergence_figure(t)))
+        # Label histograms of non-iid splits (an iid split's are flat).
+        if t.label_counts is not None and setting(t, "data.partition", "iid") != "iid":
+            figures.append((f"{label}-labels.png", _labels_figure(t)))
         paths += _save(folder, figures)
     measured = [t for t in traces if t.rounds and t.comm and "bytes_up" in t.comm]
     if len(measured) > 1:
@@ -163,6 +167,28 @@ def _accuracy_bits_figure(traces: Sequence[Trace]):
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize="small")
     fig.suptitle("Test accuracy against communication")
+    return fig
+
+
+def _labels_figure(t: Trace):
+    """Each client's training examples per label, stacked by label, clients on the x axis."""
+    import numpy as np
+    counts = t.label_counts  # (C, K)
+    fig, axes = _figure(1, 1, max(10.0, 0.5 * len(counts) + 3), 4.4)
+    ax = axes[0, 0]
+    clients = np.arange(len(counts))
+    colors = [f"C{k % 10}" for k in range(counts.shape[1])]
+    bottom = np.zeros(len(counts))
+    for k in range(counts.shape[1]):
+        ax.bar(clients, counts[:, k], bottom=bottom, color=colors[k], label=f"label {k}",
+               hatch="//" if k >= 10 else None)
+        bottom += counts[:, k]
+    owner = t.client_owner if t.client_owner is not None else clients
+    ax.set_xticks(clients, [f"{c}\nw{int(owner[c])}" for c in clients])
+    ax.set_xlabel("client (and its worker)")
+    ax.set_ylabel("training examples")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    fig.suptitle(f"Training examples per label\n{_title(t)}")
     return fig
 
 

@@ -21,11 +21,45 @@ def job_fields(t: Trace) -> dict[str, str]:
     name, partition = setting(t, "data.name", MISSING), setting(t, "data.partition", MISSING)
     if partition == "dirichlet":
         partition += f" (alpha {setting(t, 'data.alpha', MISSING):g})"
+    if partition == "shards":
+        partition += f" ({setting(t, 'data.classes_per_client', MISSING)} classes per client)"
     every, redistribute = setting(t, "sync.every"), setting(t, "sync.redistribute")
+    unit = setting(t, "sync.unit", "batches")  # traces before sync.unit counted batches
     return {"dataset": str(name), "partition": str(partition),
-            "sync every": MISSING if every is None else f"{every} local batches",
+            "sync every": MISSING if every is None else f"{every} local {unit}",
             "redistribution": MISSING if redistribute is None else
             "with redistribution" if redistribute else "without redistribution"}
+
+
+def setup_line(t: Trace) -> str:
+    """The training setup beside the algorithm: augmentation, optimizer state, lr schedule, weighting
+    (the defaults for traces written before these keys)."""
+    schedule = setting(t, "train.lr_schedule", "constant")
+    if schedule == "step":
+        schedule += f" (x{setting(t, 'train.lr_gamma', MISSING)} every {setting(t, 'train.lr_step', MISSING)} sync points)"
+    return (f"lr {setting(t, 'train.lr', MISSING)} {schedule}, batch {setting(t, 'train.batch_size', MISSING)}, "
+            f"optimizer state {setting(t, 'train.optimizer_state', 'keep')}, augmentation "
+            f"{setting(t, 'data.augment', 'none')}, weighting {setting(t, 'clients.weighting', 'examples')}")
+
+
+def print_label_counts(t: Trace, out) -> None:
+    """Each client's training examples per label (/clients/label_counts), its worker and, with
+    /clients/steps, the local steps it took; a line saying so for traces without them."""
+    from rich.table import Table
+    if t.label_counts is None:
+        out.print("no label counts in this trace (written before /clients/label_counts)")
+        return
+    counts = t.label_counts  # (C, K)
+    owner = t.client_owner if t.client_owner is not None else range(len(counts))
+    steps = t.client_steps[-1] if t.client_steps is not None and t.rounds else None
+    table = Table(title="training examples per label, per client")
+    for col in ["client", "worker", "examples", *map(str, range(counts.shape[1]))] + (
+            ["local steps"] if steps is not None else []):
+        table.add_column(col, justify="right")
+    for c, row in enumerate(counts):
+        table.add_row(str(c), str(int(owner[c])), str(int(row.sum())), *map(str, row.tolist()),
+                      *([str(int(steps[c]))] if steps is not None else []))
+    out.print(table)
 
 
 def fmt(values, digits: int = 4) -> str:
@@ -119,6 +153,7 @@ def print_summary(t: Trace, out) -> None:
     table.add_row("data", f"{job['dataset']}, {job['partition']} partition, {t.num_workers} workers "
                           f"({' '.join(str(n) for n in t.num_examples)} examples)")
     table.add_row("sync", f"every {job['sync every']}, {job['redistribution']}")
+    table.add_row("training", setup_line(t))
     status = t.status + (f" (finished {t.attrs['finished']})" if "finished" in t.attrs else "")
     table.add_row("status", status)
     R = t.rounds
@@ -154,6 +189,7 @@ def print_summary(t: Trace, out) -> None:
             table.add_row("rate-distortion", f"distortion {totals['distortion']:.3g} per element (mean); "
                                              f"bits / R_sum limit at it: {totals['ratio']:.2f} (mean)")
     out.print(table)
+    print_label_counts(t, out)
     if not t.mi:
         out.print("no MI estimates in this trace (mi.estimators was empty)")
         return
