@@ -210,11 +210,14 @@ def _mi_figure(t: Trace, est: str):
     import numpy as np
     from matplotlib.ticker import MaxNLocator
     W = t.num_workers
-    fig, axes = _figure(W, 2, 11, 2.6 * W + 0.8)
-    sync_point = t.index + 1
     values = t.mi[est]
+    sides = (("xz", "I(X;Z)"), ("zy", "I(Z;Y)"))
+    if all(np.isnan(values[f"xz_{m}"]).all() for m in MODELS):  # decoders: I(Z;Y) only, one column
+        sides = sides[1:]
+    fig, axes = _figure(W, len(sides), 11 if len(sides) == 2 else 9, 2.6 * W + 1.2)
+    sync_point = t.index + 1
     for k in range(W):
-        for c, (side, what) in enumerate((("xz", "I(X;Z)"), ("zy", "I(Z;Y)"))):
+        for c, (side, what) in enumerate(sides):
             ax = axes[k, c]
             for model in MODELS:
                 y = values[f"{side}_{model}"][:, k]
@@ -240,16 +243,18 @@ def _mi_figure(t: Trace, est: str):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(loc="best", fontsize="small")
-    fig.suptitle(f"Mutual information ({est_label(t, est)}), X left, Y right\n{_title(t)}{_what(t, est)}")
+    layout = "X left, Y right" if len(sides) == 2 else "I(Z;Y) only"
+    fig.suptitle(f"Mutual information ({est_label(t, est)}), {layout}\n{_title(t)}"
+                 f"{_what(t, est, sides=tuple(side for side, _ in sides))}")
     return fig
 
 
-def _what(t: Trace, est: str) -> str:
+def _what(t: Trace, est: str, sides: tuple[str, ...] = ("xz", "zy")) -> str:
     """What the estimator's two numbers are (its `what_*` attributes, schema 2), for titles."""
     import textwrap
     params = t.mi_params.get(est, {})
-    lines = [f"{side}: {params[f'what_{side}']}" for side in ("xz", "zy") if f"what_{side}" in params]
-    return "".join("\n" + textwrap.shorten(line, 160) for line in lines)
+    lines = [f"{side}: {params[f'what_{side}']}" for side in sides if f"what_{side}" in params]
+    return "".join("\n" + textwrap.shorten(line, 110) for line in lines)
 
 
 def _accuracy_figure(t: Trace):
