@@ -25,6 +25,7 @@ COORDINATOR = 0
 # back off to at most this many seconds so a long wait costs ~no CPU.
 _POLL_MAX_S = 0.002
 _POLL_MIN_S = 0.00002
+ABORT_GRACE_S = 1.0  # pause between the failing rank's message and the abort, for stderr to be forwarded
 
 T = TypeVar("T")
 
@@ -221,5 +222,9 @@ def run_or_abort(comm: Comm, fn: Callable[[], T]) -> T:
             text, code = f"fedmpi: rank {comm.rank} ({role}) failed; aborting the job\n" + "".join(lines), 1
         sys.stderr.write(text)
         sys.stderr.flush()
+        # The launcher forwards each rank's stderr through a pipe and kills every rank as soon as
+        # the abort reaches it; a moment's pause lets the message out first (MPICH's hydra lost it
+        # under load without one).
+        time.sleep(ABORT_GRACE_S)
         comm.abort(code)
         raise
