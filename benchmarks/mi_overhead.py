@@ -1,12 +1,13 @@
 """Does MI estimation hide behind training? And what do activations cost the workers?
 
-    python benchmarks/mi_overhead.py [--steps 2000] [--mpiexec mpiexec]
+    python benchmarks/mi_overhead.py [--steps 2000] [--mpiexec mpiexec] [--skip-eval]
 
 Runs fedmpi with 2 workers (`mpiexec -n 3`), sync every 100 batches,
 CIFAR-10-shaped synthetic data, side by side, activations logged:
   (1) MI off, (2) the default estimator (decoder) at every sync point,
-at probe 1,000 (the default data.probe_size) and 5,000, and (3) decoder and
-EDGE together (the paper jobs) at probe 1,000. It prints each wall time
+at probe 1,000 (the default data.probe_size) and 5,000, (3) decoder and
+EDGE together (the paper jobs) at probe 1,000, and (4) MI off and on with one
+worker, where the coordinator has a core of its own. It prints each wall time
 over MI off's at the same probe size (target <= 1.05). Then, for probe sizes 1,000
 and 5,000 (evaluation subset = probe), the workers' seconds per logged round
 spent evaluating the local and averaged models and computing Z, with
@@ -30,11 +31,12 @@ BATCH = 32
 EXAMPLES = 6400  # per worker: 200 batches per epoch
 
 
-def run(mpiexec: list[str], out: Path, name: str, steps: int, probe: int, activations: bool, mi: str) -> dict:
+def run(mpiexec: list[str], out: Path, name: str, steps: int, probe: int, activations: bool, mi: str,
+        workers: int = 2) -> dict:
     sets = [f"data.samples_per_worker={EXAMPLES}", f"data.probe_size={probe}", f"data.eval_size={probe}",
             "data.test_size=10000", f"train.epochs={steps // (EXAMPLES // BATCH)}", "sync.every=100",
             f"trace.activations={str(activations).lower()}", f"mi.estimators={mi}", f"trace.path={name}.h5"]
-    cmd = [*mpiexec, "-n", "3", sys.executable, "-m", "fedmpi", "-c", str(ROOT / "jobs" / "smoke.yaml"),
+    cmd = [*mpiexec, "-n", str(workers + 1), sys.executable, "-m", "fedmpi", "-c", str(ROOT / "jobs" / "smoke.yaml"),
            "-o", str(out)]
     for s in sets:
         cmd += ["--set", s]
@@ -50,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000, help="local steps per worker (multiple of 200)")
     parser.add_argument("--mpiexec", default="mpiexec")
+    parser.add_argument("--skip-eval", action="store_true", help="leave out the table of the workers' evaluation cost")
     args = parser.parse_args()
     mpiexec = args.mpiexec.split()
     print(f"machine: {os.cpu_count()} CPUs; {args.steps} local steps per worker, sync every 100")
@@ -64,6 +67,14 @@ def main() -> None:
             print(f"probe {probe}, activations on, {mi}: wall {on['wall']:.1f} s "
                   f"(coordinator said it waited {on['waited']} times); "
                   f"ratio on / off = {on['wall'] / offs[probe]['wall']:.3f}   (target <= 1.05)")
+        # One worker: the coordinator has a core of its own, as on a cluster node.
+        alone_off = run(mpiexec, out, "w1-off", args.steps, 1000, True, "[]", workers=1)
+        alone_on = run(mpiexec, out, "w1-on", args.steps, 1000, True, "[decoder]", workers=1)
+        print(f"1 worker (the coordinator has its own core), probe 1000, [decoder]: wall {alone_on['wall']:.1f} s "
+              f"against {alone_off['wall']:.1f} s MI off (coordinator said it waited {alone_on['waited']} times); "
+              f"ratio on / off = {alone_on['wall'] / alone_off['wall']:.3f}   (target <= 1.05)")
+        if args.skip_eval:
+            return
         off = offs[5000]
         print("\nworker cost per logged round (evaluation subset = probe):")
         print(f"{'probe':>6} {'activations':>12} {'eval s/round':>13} {'train s/round':>14}")

@@ -57,6 +57,7 @@ class Measurements:
         self.prepared = {(name, k): info.prepare(name, flat_x[k], p)
                          for name, p in self.mi_params.items() if info.XZ in info.pairs(name)
                          for k in range(num_workers)}
+        self._serieses: dict[tuple[str, int, str], info.Series] = {}
         self._jobs: queue.Queue = queue.Queue(maxsize=max_pending)
         self._results: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
@@ -92,13 +93,22 @@ class Measurements:
                             continue
                         key = f"{pair}_{which}"
                         try:
-                            est = info.estimate_with_error(name, a, b, p)
+                            est = (self._series(name, k, which, p).estimate_with_error(a, b) if pair == info.ZY
+                                   else info.estimate_with_error(name, a, b, p))
                         except ValueError as exc:
                             failures.append(f"worker {k + 1} {key}: {exc}")
                             continue
                         values[key][k], values[f"{key}_se"][k] = est.value, est.stderr
             out[name] = (values, "; ".join(failures))
         return out
+
+    def _series(self, name: str, k: int, which: str, params) -> info.Series:
+        """One series per estimator, worker and model: the decoders carry their tuning from one
+        round to the next (`DecoderParams.retune`)."""
+        key = (name, k, which)
+        if key not in self._serieses:
+            self._serieses[key] = info.Series(name, params)
+        return self._serieses[key]
 
     def _work(self) -> None:
         while True:

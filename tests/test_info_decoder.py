@@ -190,3 +190,74 @@ def test_mlp_decoder_reads_nonlinear_label_information():
     mlp, stderr = info.estimate_with_error("decoder_mlp", z, y, hidden=8, l2_grid=(1.0, 0.1), max_iter=200)
     assert linear < 0.05
     assert mlp > 0.3 and mlp < math.log(2) + 2 * stderr
+
+
+# ----- series: what a run estimates at successive sync points ---------------------
+
+
+def drifting(steps, seed=3):
+    """Z of one model at successive sync points: a 4-class mixture whose units drift a little."""
+    z, y, _ = mixture(600, 6, 1.0, seed)
+    rng = np.random.default_rng(seed + 1)
+    return [z + 0.05 * t * rng.standard_normal(z.shape) for t in range(steps)], y
+
+
+@pytest.mark.parametrize("name", ["decoder", "decoder_mlp"])
+def test_series_first_and_retuned_estimates_equal_single_estimates(name):
+    zs, y = drifting(5)
+    series = info.Series(name, retune=3)
+    got = [series.estimate_with_error(z, y) for z in zs]
+    for t in (0, 3):  # the inner CV runs at the first estimate and every retune-th after it
+        assert got[t] == info.estimate_with_error(name, zs[t], y)
+    assert got[1] != info.estimate_with_error(name, zs[1], y)  # in between it reuses the tuning
+
+
+def test_series_with_retune_1_is_single_estimates_and_new_labels_start_afresh():
+    zs, y = drifting(3)
+    every = info.Series("decoder", retune=1)
+    assert [every.estimate_with_error(z, y) for z in zs] == [info.estimate_with_error("decoder", z, y) for z in zs]
+    series = info.Series("decoder")
+    series.estimate_with_error(zs[0], y)
+    other = np.roll(y, 1)
+    assert series.estimate_with_error(zs[1], other) == info.estimate_with_error("decoder", zs[1], other)
+
+
+def test_series_between_retunes_stays_within_the_standard_error_of_the_full_estimate():
+    zs, y = drifting(4)
+    series = info.Series("decoder")
+    for z in zs:
+        got, full = series.estimate_with_error(z, y), info.estimate_with_error("decoder", z, y)
+        assert abs(got.value - full.value) <= full.stderr
+
+
+def test_series_of_an_estimator_without_memory_is_its_single_estimates():
+    zs, y = drifting(2)
+    series = info.Series("ksg")
+    assert [series.estimate_with_error(z, y).value for z in zs] == [info.estimate("ksg", z, y) for z in zs]
+
+
+def test_retune_below_one_names_the_key():
+    with pytest.raises(ValueError, match="retune"):
+        info.Series("decoder", retune=0)
+
+
+def test_series_never_scores_an_example_with_a_model_that_saw_it():
+    # As above, in a series: the model each fold starts from was fitted without that fold.
+    rng = np.random.default_rng(6)
+    z, y = rng.standard_normal((300, 200)), rng.integers(0, 4, 300)
+    series = info.Series("decoder", transform="standardize")
+    for t in range(3):
+        value, stderr = series.estimate_with_error(z + 0.01 * t * rng.standard_normal(z.shape), y)
+        assert -0.05 < value < 2 * stderr
+
+
+def test_map_rows_from_one_sort_equals_the_input_map_fitted_on_the_training_rows():
+    rng = np.random.default_rng(8)
+    z = np.maximum(rng.standard_normal((400, 7)), 0.0).round(1)  # ReLU-like: ties and zeros
+    train = rng.random(400) < 0.75
+    cols = decoder.SortedColumns(z)
+    for kind in ("standardize", "quantile"):
+        m, x = InputMap.fit(z[train], kind)
+        got = decoder.map_rows(z, train, kind, cols)
+        np.testing.assert_allclose(got[train], x, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got[~train], m(z[~train]), rtol=0, atol=1e-12)

@@ -79,6 +79,8 @@ def reestimate(f, name: str, params, path: str) -> dict:
     except ValueError as exc:
         raise UsageError(f"{name} cannot estimate on {path}: {exc}") from None
     out = {key: np.full((R, W), np.nan) for key in MI_KEYS + MI_SE_KEYS}
+    # One series per worker and model, in row order, as a run estimates (DecoderParams.retune).
+    series = {(k, model): info.Series(name, params) for k in range(W) for model in MODELS}
     for r in range(R):
         z = read_activations(f, path, r)  # model -> (W, P, D) float32
         for k in range(W):
@@ -88,7 +90,8 @@ def reestimate(f, name: str, params, path: str) -> dict:
                     if pair not in pairs:
                         continue
                     try:
-                        est = info.estimate_with_error(name, a, b, params)
+                        est = (series[k, model].estimate_with_error(a, b) if pair == info.ZY
+                               else info.estimate_with_error(name, a, b, params))
                     except ValueError as exc:
                         raise UsageError(f"{name} cannot estimate sync point {r + 1}, worker {k}, {model} model "
                                          f"on {path}: {exc}") from None

@@ -38,7 +38,7 @@ from ._common import ESTIMATORS, XZ, ZY, Estimate, as_side, pair_kind
 from . import edge, ksg, binning, kde, decoder, decoder_mlp  # noqa: F401,I001
 from . import bounds  # noqa: F401,I001
 
-__all__ = ["ESTIMATORS", "XZ", "ZY", "Estimate", "Prepared", "bounds", "describe", "estimate",
+__all__ = ["ESTIMATORS", "XZ", "ZY", "Estimate", "Prepared", "Series", "bounds", "describe", "estimate",
            "estimate_with_error", "pairs", "prepare", "resolve_params"]
 
 
@@ -144,6 +144,29 @@ def estimate_with_error(name: str, a, b, params=None, **overrides) -> Estimate:
         return Estimate(float(impl.mutual_information(pa.side, pb.side, params)), float("nan"))
     value, stderr = impl.with_error(pa.side, pb.side, params)
     return Estimate(float(value), float(stderr))
+
+
+class Series:
+    """Successive estimates of one quantity: one worker's Z under one model, sync point after sync point.
+
+    ``Series(name, params).estimate_with_error(a, b)`` returns what
+    :func:`estimate_with_error` returns at the first call. Estimators that
+    can (the decoders) then carry work from one call to the next: see
+    ``DecoderParams.retune``. For the others every call is independent.
+    """
+
+    def __init__(self, name: str, params=None, **overrides):
+        self.name = name
+        self.params = resolve_params(name, params, **overrides)
+        self._memo = None
+
+    def estimate_with_error(self, a, b) -> Estimate:
+        impl = _entry(self.name).impl
+        if impl.series_step is None:
+            return estimate_with_error(self.name, a, b, self.params)
+        pa, pb = _prepared_pair(self.name, a, b, self.params)
+        (value, stderr), self._memo = impl.series_step(pa.side, pb.side, self.params, self._memo)
+        return Estimate(float(value), float(stderr))
 
 
 def pairs(name: str) -> tuple[str, ...]:

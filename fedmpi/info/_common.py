@@ -46,6 +46,10 @@ class Estimator:
       the estimator has no standard error (then `estimate_with_error` gives NaN);
     - `pairs`: which pairs it accepts, a subset of (XZ, ZY); asking for
       another raises ValueError naming the estimator.
+    - `series_step(prepared_a, prepared_b, params, memo) -> (Estimate, memo)`,
+      or None: one estimate of a series (the same quantity at successive
+      sync points), handed what the previous one left (`memo`, None at the
+      first) so it can start from there (see :class:`fedmpi.info.Series`).
     """
 
     prepare_side: Callable[[Any, Any, int], Any]
@@ -53,6 +57,7 @@ class Estimator:
     describe: Callable[[Any], dict]
     with_error: Callable[[Any, Any, Any], Estimate] | None = None
     pairs: tuple[str, ...] = (XZ, ZY)
+    series_step: Callable[[Any, Any, Any, Any], tuple[Estimate, Any]] | None = None
 
 
 ESTIMATORS: Registry[Estimator] = Registry("MI estimator")

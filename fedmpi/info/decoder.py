@@ -89,9 +89,15 @@ class DecoderParams:
     transform: str = "auto"  # input map: "standardize", "quantile", or "auto" (inner CV picks per fold; 2x time)
     seed: int = 0  # seeds the fold assignment
     max_iter: int = 500  # L-BFGS iterations per fit (any model gives a valid bound)
+    # In a series (one worker's Z under one model, sync point after sync point, as a run
+    # estimates it), the inner CV runs at the first estimate and at every retune-th after it;
+    # in between, each fold keeps its (transform, alpha) and starts from its last model
+    # (see Series). 1: the inner CV every time. A single estimate always runs it.
+    retune: int = 10
 
     def check(self) -> None:
         c.check_int(NAME, "folds", self.folds, 3)
+        c.check_int(NAME, "retune", self.retune, 1)
         c.check_choice(NAME, "transform", self.transform, _TRANSFORMS)
         c.check_positive_grid(NAME, "l2_grid", self.l2_grid)
         c.check_int(NAME, "seed", self.seed, 0)
@@ -212,6 +218,55 @@ def _mid_ranks_in(sorted_t: np.ndarray, z: np.ndarray) -> np.ndarray:
     return ranks.T
 
 
+
+class SortedColumns:
+    """Every column of Z (N, D) sorted once: each training set's mid-ranks follow from it.
+
+    ``mid_ranks(train)`` gives, for every example, the mid-rank that
+    :class:`InputMap` computes (its own among the training examples, or a
+    held-out one's among them), from one sort of all N per column instead of
+    one per training set and one per held-out fold.
+    """
+
+    def __init__(self, z: np.ndarray):
+        z_t = np.ascontiguousarray(z.T)  # (D, N)
+        d, n = z_t.shape
+        self.order = np.argsort(z_t, axis=1)
+        s = np.take_along_axis(z_t, self.order, axis=1)
+        starts = np.ones(s.shape, dtype=bool)
+        starts[:, 1:] = s[:, 1:] != s[:, :-1]
+        # flat index of each sorted position's tie group: row * N + (groups before it in the row)
+        self.group = np.cumsum(starts, axis=1) - 1 + (np.arange(d) * n)[:, None]
+
+    def mid_ranks(self, train: np.ndarray) -> np.ndarray:
+        """(N, D) mid-rank of every example among the training examples (train (N,) bool) of its column."""
+        d, n = self.order.shape
+        count = np.bincount(self.group.ravel(), weights=train[self.order].ravel(), minlength=d * n).reshape(d, n)
+        below = np.cumsum(count, axis=1) - count  # training values in the groups before each group
+        rank_sorted = (below + 0.5 * count).ravel()[self.group]  # (D, N) at sorted positions
+        ranks = np.empty((d, n))
+        np.put_along_axis(ranks, self.order, rank_sorted, axis=1)
+        return ranks.T
+
+
+def map_rows(z: np.ndarray, train: np.ndarray, kind: str, cols: SortedColumns | None) -> np.ndarray:
+    """Every row of z (N, D) mapped by the InputMap of the rows ``train`` (N,) bool: x (N, D).
+
+    Equal, value for value, to ``InputMap.fit(z[train], kind)`` on the
+    training rows and that map applied to the others (tested); ``cols`` is
+    ``SortedColumns(z)``, needed for "quantile".
+    """
+    u = z
+    if kind == "quantile":
+        u = ndtri((cols.mid_ranks(train) + 0.5) / (int(train.sum()) + 1))
+    u_train = u[train]
+    std = u_train.std(axis=0)
+    std[std == 0.0] = 1.0
+    mean = u_train.mean(axis=0)
+    x_train = (u_train - mean) / std
+    return np.clip((u - mean) / std, x_train.min(axis=0), x_train.max(axis=0))
+
+
 def log_softmax_true(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """ln softmax(logits)[i, y_i], logits (n, K) -> (n,) float64."""
     top = logits.max(axis=1, keepdims=True)
@@ -294,10 +349,10 @@ class LinearModel:
 
 @dataclass(eq=False)
 class TrainingSet:
-    """One training set of the cross-fitting, mapped; families cache their work in ``cache``."""
+    """One training set of the cross-fitting; families cache their work in ``cache``."""
 
-    input_map: InputMap
-    x: np.ndarray  # (n, D) float64 mapped inputs
+    x_all: np.ndarray  # (N, D) float64: every example mapped by this set's InputMap (map_rows)
+    x: np.ndarray  # (n, D) float64 the training examples' rows of x_all
     labels: np.ndarray  # (n,) int64
     n_classes: int
     log_prior: np.ndarray  # (K,) ln of the training label frequencies
@@ -329,26 +384,37 @@ class LinearFamily:
         return LinearModel(np.mean([m.w for m in models], axis=0), np.mean([m.b for m in models], axis=0))
 
 
-def training_set(z: np.ndarray, labels: np.ndarray, n_classes: int, transform: str) -> TrainingSet:
-    input_map, x = InputMap.fit(z, transform)
-    freq = np.bincount(labels, minlength=n_classes) / labels.shape[0]
+def training_set(z: np.ndarray, train: np.ndarray, labels: np.ndarray, n_classes: int, transform: str,
+                 cols: SortedColumns | None) -> TrainingSet:
+    """The examples ``train`` (N,) bool of z (N, D) and labels (N,) as a training set."""
+    x_all = map_rows(z, train, transform, cols)
+    freq = np.bincount(labels[train], minlength=n_classes) / int(train.sum())
     with np.errstate(divide="ignore"):
         log_prior = np.log(freq)
-    return TrainingSet(input_map, x, labels, n_classes, log_prior, {})
+    return TrainingSet(x_all, x_all[train], labels[train], n_classes, log_prior, {})
 
 
 def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, seed: int,
-              families: list) -> tuple[np.ndarray, list[tuple[int, float]]]:
-    """Out-of-fold ln q'(y_i|z_i) (N,) and, per fold, the chosen (family index, alpha): steps 1-5.
+              families: list, reuse: list | None = None) -> tuple[np.ndarray, list[tuple[int, float, object]]]:
+    """Out-of-fold ln q'(y_i|z_i) (N,) and, per fold, (family index, alpha, fitted model): steps 1-5.
 
     Each family (:class:`LinearFamily`, or the MLP of
     :mod:`fedmpi.info.decoder_mlp`) walks its own grid with its own early
     stop; the inner CV then picks the best (family, alpha) for each fold.
+
+    ``reuse``: the per-fold result of an earlier call on the same labels
+    (a series, see :class:`Series`): the inner CV is skipped, and fold f is
+    refitted with its earlier (family, alpha), starting from its earlier
+    model. Nothing of fold f's labels went into either, so the bound stays
+    valid.
     """
     fold = stratified_folds(labels, n_classes, folds, seed)
+    held = [fold == g for g in range(folds)]
+    cols = SortedColumns(z) if any(family.transform == "quantile" for family in families) else None
+    if reuse is not None:
+        return _refit(z, labels, n_classes, fold, held, families, reuse, cols)
     d = z.shape[1]
     pairs = list(itertools.combinations(range(folds), 2))
-    held = [fold == g for g in range(folds)]
     candidates = []  # (inner-CV score, family index, grid index, outer fold)
     fitted: dict[tuple, object] = {}  # (family, f, g, grid index) -> model
     sets: dict[tuple, TrainingSet] = {}
@@ -357,7 +423,7 @@ def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, see
             key = (family.transform, p)
             if key not in sets:
                 train = (fold != p[0]) & (fold != p[1])
-                sets[key] = training_set(z[train], labels[train], n_classes, family.transform)
+                sets[key] = training_set(z, train, labels, n_classes, family.transform, cols)
         current = {p: family.initial(d, n_classes) for p in pairs}
         best = np.full(folds, -np.inf)
         misses = np.zeros(folds, dtype=np.int64)  # grid values in a row scoring below the best
@@ -376,7 +442,7 @@ def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, see
                         p = (min(f, g), max(f, g))
                         ts = sets[family.transform, p]
                         if g not in ts.cache:  # the mapped held-out fold, reused along the grid
-                            ts.cache[g] = ts.input_map(z[held[g]])
+                            ts.cache[g] = ts.x_all[held[g]]
                         lq = family.log_prob(fitted[m, p[0], p[1], j], ts.cache[g], labels[held[g]])
                         total += float(mixed_log_prob(lq, labels[held[g]], ts.log_prior).sum())
                 candidates.append((total, m, j, int(f)))
@@ -390,12 +456,26 @@ def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, see
     for f in range(folds):
         _, m, j = max((score, m, j) for score, m, j, ff in candidates if ff == f)
         family = families[m]
-        chosen.append((m, family.grid[j]))
-        train = fold != f
-        ts = training_set(z[train], labels[train], n_classes, family.transform)
+        ts = training_set(z, fold != f, labels, n_classes, family.transform, cols)
         start = family.final_start([fitted[(m,) + (min(f, g), max(f, g), j)] for g in range(folds) if g != f])
         model = family.fit(ts, family.grid[j], start)
-        lq = family.log_prob(model, ts.input_map(z[held[f]]), labels[held[f]])
+        chosen.append((m, family.grid[j], model))
+        lq = family.log_prob(model, ts.x_all[held[f]], labels[held[f]])
+        log_q[held[f]] = mixed_log_prob(lq, labels[held[f]], ts.log_prior)
+    return log_q, chosen
+
+
+def _refit(z: np.ndarray, labels: np.ndarray, n_classes: int, fold: np.ndarray, held: list[np.ndarray],
+           families: list, reuse: list, cols: SortedColumns | None) -> tuple[np.ndarray, list[tuple[int, float, object]]]:
+    """Step 5 alone, with each fold's (family, alpha) and starting model from ``reuse``."""
+    log_q = np.empty(z.shape[0])
+    chosen = []
+    for f, (m, alpha, start) in enumerate(reuse):
+        family = families[m]
+        ts = training_set(z, fold != f, labels, n_classes, family.transform, cols)
+        model = family.fit(ts, alpha, start)
+        chosen.append((m, alpha, model))
+        lq = family.log_prob(model, ts.x_all[held[f]], labels[held[f]])
         log_q[held[f]] = mixed_log_prob(lq, labels[held[f]], ts.log_prior)
     return log_q, chosen
 
@@ -422,17 +502,44 @@ def prepare_side(side: c.Side, params, position: int) -> c.Side:
     return side  # the work depends on both sides together (folds are drawn from the labels)
 
 
-def with_error(a: c.Side, b: c.Side, params: DecoderParams) -> c.Estimate:
-    z, y = split_zy(NAME, a, b)
+@dataclass(frozen=True, eq=False)
+class SeriesMemo:
+    """What one estimate of a series hands the next: see ``DecoderParams.retune``."""
+
+    labels: np.ndarray  # (N,) the labels it was made on: another label vector starts afresh
+    dim: int  # D of Z
+    chosen: list  # per fold (family index, alpha, fitted model)
+    since: int  # estimates since the last inner CV (0: this one ran it)
+
+
+def cross_fitted_bound(est: str, a: c.Side, b: c.Side, params, make_family,
+                       memo: SeriesMemo | None = None) -> tuple[c.Estimate, SeriesMemo | None]:
+    """Steps 1-6 for the decoders: (estimate, memo for the next estimate of a series)."""
+    z, y = split_zy(est, a, b)
     if y.n_classes == 1:
-        return c.Estimate(0.0, 0.0)  # one class: H(Y) = 0
-    message = class_counts_message(NAME, y, params.folds)
+        return c.Estimate(0.0, 0.0), None  # one class: H(Y) = 0
+    message = class_counts_message(est, y, params.folds)
     if message:
         raise ValueError(message)
-    families = families_for(params.transform, lambda t: LinearFamily(t, params.l2_grid, params.max_iter))
-    log_q, _ = cross_fit(np.asarray(z.values, dtype=np.float64), y.values, y.n_classes, params.folds,
-                         params.seed, families)
-    return variational_bound(log_q, y.values)
+    values = np.asarray(z.values, dtype=np.float64)
+    reuse = memo is not None and memo.since + 1 < params.retune and memo.dim == values.shape[1] \
+        and np.array_equal(memo.labels, y.values)
+    log_q, chosen = cross_fit(values, y.values, y.n_classes, params.folds, params.seed,
+                              families_for(params.transform, make_family), memo.chosen if reuse else None)
+    after = SeriesMemo(np.array(y.values, copy=True), values.shape[1], chosen, memo.since + 1 if reuse else 0)
+    return variational_bound(log_q, y.values), after
+
+
+def _family(params: DecoderParams):
+    return lambda t: LinearFamily(t, params.l2_grid, params.max_iter)
+
+
+def with_error(a: c.Side, b: c.Side, params: DecoderParams) -> c.Estimate:
+    return cross_fitted_bound(NAME, a, b, params, _family(params))[0]
+
+
+def series_step(a: c.Side, b: c.Side, params: DecoderParams, memo: SeriesMemo | None):
+    return cross_fitted_bound(NAME, a, b, params, _family(params), memo)
 
 
 def mutual_information(a: c.Side, b: c.Side, params: DecoderParams) -> float:
@@ -455,4 +562,5 @@ def describe(params: DecoderParams) -> dict:
 
 
 c.ESTIMATORS.register(NAME, DecoderParams)(
-    c.Estimator(prepare_side, mutual_information, describe, with_error=with_error, pairs=(c.ZY,)))
+    c.Estimator(prepare_side, mutual_information, describe, with_error=with_error, pairs=(c.ZY,),
+                series_step=series_step))

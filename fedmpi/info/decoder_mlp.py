@@ -33,8 +33,7 @@ from scipy.optimize import minimize
 
 from . import _common as c
 from .bounds import variational_bound
-from .decoder import (_TRANSFORMS, TrainingSet, class_counts_message, cross_fit, families_for,
-                      input_words, log_softmax_true, prepare_side, split_zy)
+from .decoder import _TRANSFORMS, TrainingSet, cross_fitted_bound, input_words, log_softmax_true, prepare_side
 
 NAME = "decoder_mlp"
 
@@ -52,6 +51,7 @@ class DecoderMlpParams:
     transform: str = "standardize"  # input map, as decoder.transform ("auto" doubles the cost)
     seed: int = 0  # seeds the folds and the initial W1
     max_iter: int = 300  # L-BFGS iterations per fit (a cap, not a tuned early stop)
+    retune: int = 10  # in a series, the inner CV every retune-th estimate, as decoder.retune
 
     def check(self) -> None:
         c.check_int(NAME, "folds", self.folds, 3)
@@ -60,6 +60,7 @@ class DecoderMlpParams:
         c.check_positive_grid(NAME, "l2_grid", self.l2_grid)
         c.check_int(NAME, "seed", self.seed, 0)
         c.check_int(NAME, "max_iter", self.max_iter, 1)
+        c.check_int(NAME, "retune", self.retune, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,18 +135,16 @@ class MlpFamily:
         return models[0]
 
 
+def _family(params: DecoderMlpParams):
+    return lambda t: MlpFamily(t, params.l2_grid, params.hidden, params.seed, params.max_iter)
+
+
 def with_error(a: c.Side, b: c.Side, params: DecoderMlpParams) -> c.Estimate:
-    z, y = split_zy(NAME, a, b)
-    if y.n_classes == 1:
-        return c.Estimate(0.0, 0.0)  # one class: H(Y) = 0
-    message = class_counts_message(NAME, y, params.folds)
-    if message:
-        raise ValueError(message)
-    families = families_for(params.transform, lambda t: MlpFamily(t, params.l2_grid, params.hidden,
-                                                                  params.seed, params.max_iter))
-    log_q, _ = cross_fit(np.asarray(z.values, dtype=np.float64), y.values, y.n_classes, params.folds,
-                         params.seed, families)
-    return variational_bound(log_q, y.values)
+    return cross_fitted_bound(NAME, a, b, params, _family(params))[0]
+
+
+def series_step(a: c.Side, b: c.Side, params: DecoderMlpParams, memo):
+    return cross_fitted_bound(NAME, a, b, params, _family(params), memo)
 
 
 def mutual_information(a: c.Side, b: c.Side, params: DecoderMlpParams) -> float:
@@ -165,4 +164,5 @@ def describe(params: DecoderMlpParams) -> dict:
 
 
 c.ESTIMATORS.register(NAME, DecoderMlpParams)(
-    c.Estimator(prepare_side, mutual_information, describe, with_error=with_error, pairs=(c.ZY,)))
+    c.Estimator(prepare_side, mutual_information, describe, with_error=with_error, pairs=(c.ZY,),
+                series_step=series_step))
