@@ -93,6 +93,56 @@ def test_mixture_with_the_training_prior_floors_the_log_probability():
     assert out[1] == pytest.approx(math.log((1 - 1e-3) + 1e-3 * 0.5))
 
 
+def test_lda_fit_is_the_bayes_rule_of_its_gaussian_model():
+    # Two classes in 2 dims; the fit must give logits x Sigma^-1 mu_y - mu_y Sigma^-1 mu_y / 2 + ln p_y
+    # with mu_y shrunk towards the overall mean by n_y / (n_y + kappa), Sigma = (1 - lam) S + lam tr(S)/2 I.
+    x = np.array([[0.0, 1.0], [2.0, 1.0], [1.0, 3.0], [3.0, 0.0], [5.0, 2.0]])
+    y = np.array([0, 0, 0, 1, 1])
+    ts = decoder.TrainingSet(x, x, y, 2, np.log(np.array([0.6, 0.4])), {})
+    lam, kappa = 0.25, 2.0
+    model = decoder.LdaFamily("standardize", (kappa,), lam).fit(ts, kappa, None)
+    m0, m1, center = x[:3].mean(0), x[3:].mean(0), x.mean(0)
+    r = np.vstack([x[:3] - m0, x[3:] - m1])
+    s_cov = r.T @ r / (5 - 2)
+    sigma = (1 - lam) * s_cov + lam * np.trace(s_cov) / 2 * np.eye(2)
+    mu = np.stack([center + (m0 - center) * 3 / 5, center + (m1 - center) * 2 / 4])
+    inv = np.linalg.inv(sigma)
+    want = x @ inv @ mu.T - 0.5 * np.einsum("kd,de,ke->k", mu, inv, mu) + np.log([0.6, 0.4])
+    np.testing.assert_allclose(x @ model.w + model.b, want, rtol=1e-10, atol=1e-12)
+
+
+def test_lda_alone_is_close_to_truth_where_its_model_holds():
+    # Gaussian classes with one covariance: lda is well specified (the truth's own family).
+    z, y, truth = mixture(2000, 8, 0.6, seed=12)
+    value, stderr = info.estimate_with_error("decoder", z, y, models=("lda",))
+    assert abs(value - truth) < 3 * stderr + 0.01
+
+
+def test_lda_never_scores_an_example_it_was_fitted_on():
+    rng = np.random.default_rng(13)
+    z, y = rng.standard_normal((300, 200)), rng.integers(0, 4, 300)
+    value, stderr = info.estimate_with_error("decoder", z, y, models=("lda",), transform="standardize")
+    assert -0.05 < value < 2 * stderr
+
+
+def test_inner_cv_picks_the_family_whose_model_holds():
+    # Exponential units at rate 1 (y = 1) or 4 (y = 0): the log-odds are exactly linear, so
+    # logistic regression is well specified, while lda's equal-variance Gaussians are not.
+    rng = np.random.default_rng(14)
+    y = rng.integers(0, 2, 2000)
+    z = rng.exponential(1.0, (2000, 5)) / np.where(y == 1, 1.0, 4.0)[:, None]
+    kw = dict(transform="standardize")
+    both = info.estimate("decoder", z, y, **kw)
+    assert both > info.estimate("decoder", z, y, models=("lda",), **kw) + 0.05
+    assert both == info.estimate("decoder", z, y, models=("logistic",), **kw)
+    # Gaussian classes with one covariance in 84 dims and few examples: lda's model holds and
+    # needs fewer examples than logistic regression.
+    z, y, _ = mixture(800, 84, 0.25, seed=15)
+    both = info.estimate("decoder", z, y, **kw)
+    assert both > info.estimate("decoder", z, y, models=("logistic",), **kw) + 0.02
+    assert both == pytest.approx(info.estimate("decoder", z, y, models=("lda",), **kw), abs=0.01)
+
+
 # ----- contract -------------------------------------------------------------------
 
 
@@ -202,14 +252,19 @@ def drifting(steps, seed=3):
     return [z + 0.05 * t * rng.standard_normal(z.shape) for t in range(steps)], y
 
 
-@pytest.mark.parametrize("name", ["decoder", "decoder_mlp"])
-def test_series_first_and_retuned_estimates_equal_single_estimates(name):
+# Between retunes an iterative fit starts from its last model and stops elsewhere, so its value
+# differs from a single estimate's; lda's closed form, with the tuning the inner CV would pick
+# again, can give the same value.
+@pytest.mark.parametrize("name, params, iterative", [("decoder", {"models": ("logistic",)}, True),
+                                                     ("decoder", {}, False), ("decoder_mlp", {}, True)])
+def test_series_first_and_retuned_estimates_equal_single_estimates(name, params, iterative):
     zs, y = drifting(5)
-    series = info.Series(name, retune=3)
+    series = info.Series(name, retune=3, **params)
     got = [series.estimate_with_error(z, y) for z in zs]
     for t in (0, 3):  # the inner CV runs at the first estimate and every retune-th after it
-        assert got[t] == info.estimate_with_error(name, zs[t], y)
-    assert got[1] != info.estimate_with_error(name, zs[1], y)  # in between it reuses the tuning
+        assert got[t] == info.estimate_with_error(name, zs[t], y, **params)
+    if iterative:  # in between it reuses the tuning
+        assert got[1] != info.estimate_with_error(name, zs[1], y, **params)
 
 
 def test_series_with_retune_1_is_single_estimates_and_new_labels_start_afresh():

@@ -18,24 +18,34 @@ this bound, H(Y) - CE, in place of the EDGE estimates of Adilova et al.
    increasing map of a unit); ``"auto"`` (default): both, the inner CV of
    step 4 picks one per fold.  Mapped values of held-out examples are
    clipped to the training range of each column.
-3. **Models.** q is multinomial logistic regression, logits = W^T x + b,
-   fitted by minimising sum_i -ln q(y_i|x_i) + (alpha / 2) ||W||^2 (alpha a
-   prior precision, the same meaning at any N; b unpenalised) with L-BFGS
-   (scipy, preconditioned).  Every probability scored is
+3. **Models.** q is a linear decoder, logits = W^T x + b, from two
+   families (``models``): multinomial logistic regression, fitted by
+   minimising sum_i -ln q(y_i|x_i) + (alpha / 2) ||W||^2 (alpha a prior
+   precision, the same meaning at any N; b unpenalised) with L-BFGS (scipy,
+   preconditioned); and linear discriminant analysis (``lda``): Bayes' rule
+   for Gaussian classes with one covariance, fitted in closed form with the
+   covariance shrunk towards a multiple of I by lam (``lda_shrinkage``)
+   and the class means towards the overall mean by a prior worth kappa
+   examples (``lda_prior``; :class:`LdaFamily`).  Where the classes are
+   close to Gaussian, lda needs far fewer examples than logistic regression
+   (Efron, JASA 1975); where they are not, logistic regression does better.
+   Every probability scored is
    q' = (1 - 1e-3) q + 1e-3 p_train (p_train the training label
    frequencies): still a decoder fitted on training examples only, at most
    0.001 nats worse than q, and one held-out example far outside the
    training range can no longer drive the estimate to -infinity.
-4. **Inner cross-validation.** For test fold f, (transform, alpha) is
-   chosen from the transforms and ``l2_grid`` by (F-1)-fold cross-validation
-   inside the training folds, whose inner folds are the other outer folds
-   g != f: the model for the inner split (f, g) is fitted on the folds other
-   than f and g and scored on g.  That model sees neither f nor g, so it
-   serves the inner split (g, f) too: C(F, 2) fits per grid value instead of
-   F (F - 1).  The grid is walked from the strongest alpha to the weakest,
-   each fit starting from the previous one; an outer fold stops walking at
-   the first grid value that scores below its best (the inner score is
-   unimodal in practice; the weak-alpha fits are the slow ones).
+4. **Inner cross-validation.**  For test fold f, (transform, family,
+   its parameter) is chosen from the transforms, ``models`` and their grids
+   (alpha in ``l2_grid``; kappa in ``lda_prior`` for each lam) by
+   (F-1)-fold cross-validation inside the training folds, whose inner folds
+   are the other outer folds g != f: the model for the inner split (f, g),
+   fitted on the folds other than f and g and scored on g, sees neither f
+   nor g, so it serves the inner split (g, f) too: C(F, 2) fits per grid
+   value instead of F (F - 1).  Each grid is walked from the strongest
+   regularisation to the weakest, each fit starting from the previous one;
+   an outer fold stops walking a grid at the first value that scores below
+   its best (the inner score is unimodal in practice; the weak-alpha fits
+   are the slow ones).
 5. **Scoring.** The model for f is refitted on all folds but f with the
    chosen (transform, alpha) and scores fold f: every example gets
    ln q'(y_i|z_i) exactly once, from a model that never saw it.
@@ -87,6 +97,9 @@ class DecoderParams:
     folds: int = 5  # outer folds F; each model is fitted on (F-1)/F of the examples
     l2_grid: tuple[float, ...] = (1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1)  # alpha candidates
     transform: str = "auto"  # input map: "standardize", "quantile", or "auto" (inner CV picks per fold; 2x time)
+    models: tuple[str, ...] = ("logistic", "lda")  # decoder families the inner CV picks from (step 3)
+    lda_shrinkage: tuple[float, ...] = (1.0, 0.1, 0.01)  # lda: covariance shrinkage candidates
+    lda_prior: tuple[float, ...] = (1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 0.0)  # lda: class-mean prior, examples
     seed: int = 0  # seeds the fold assignment
     max_iter: int = 500  # L-BFGS iterations per fit (any model gives a valid bound)
     # In a series (one worker's Z under one model, sync point after sync point, as a run
@@ -100,10 +113,22 @@ class DecoderParams:
         c.check_int(NAME, "retune", self.retune, 1)
         c.check_choice(NAME, "transform", self.transform, _TRANSFORMS)
         c.check_positive_grid(NAME, "l2_grid", self.l2_grid)
+        c.check_positive_grid(NAME, "lda_shrinkage", self.lda_shrinkage)
+        if max(self.lda_shrinkage) > 1.0:
+            raise ValueError(f"{NAME}.lda_shrinkage: {max(self.lda_shrinkage)} is above 1; use values in (0, 1]")
+        if not (isinstance(self.lda_prior, tuple) and self.lda_prior
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                        for v in self.lda_prior) and len(set(self.lda_prior)) == len(self.lda_prior)):
+            raise ValueError(f"{NAME}.lda_prior must be a non-empty list of distinct finite numbers >= 0, "
+                             f"got {self.lda_prior!r}")
+        if not self.models or len(set(self.models)) != len(self.models) or set(self.models) - set(_MODELS):
+            raise ValueError(f"{NAME}.models: {list(self.models)} must be distinct names from {list(_MODELS)}")
         c.check_int(NAME, "seed", self.seed, 0)
         c.check_int(NAME, "max_iter", self.max_iter, 1)
 
 
+_MODELS = ("logistic", "lda")
+_MODEL_WORDS = {"logistic": "multinomial logistic regression, L2", "lda": "shrinkage LDA"}
 _TRANSFORMS = ("standardize", "quantile", "auto")
 
 # Every scored probability is mixed with the training labels' frequencies:
@@ -384,6 +409,83 @@ class LinearFamily:
         return LinearModel(np.mean([m.w for m in models], axis=0), np.mean([m.b for m in models], axis=0))
 
 
+@dataclass(frozen=True, eq=False)
+class LdaStats:
+    """What every shrinkage value of one training set shares: class means and the pooled covariance."""
+
+    means: np.ndarray  # (K, D) float64 class means of the mapped training inputs
+    counts: np.ndarray  # (K,) float64 training examples per class
+    center: np.ndarray  # (D,) float64 mean of all training inputs
+    eigval: np.ndarray  # (D,) eigenvalues of the pooled within-class covariance S
+    eigvec: np.ndarray  # (D, D) its eigenvectors
+    scale: float  # tr(S) / D: the target of the shrinkage
+    log_prior: np.ndarray  # (K,) ln of the training label frequencies
+
+
+class LdaFamily:
+    """Linear discriminant analysis with a shrunk covariance, for :func:`cross_fit` (step 3).
+
+    The Gaussian model of each class, x | y ~ N(mu_y, Sigma) with one
+    covariance for all classes, and Bayes' rule give a linear decoder:
+    logits = x Sigma^-1 mu_y^T - mu_y Sigma^-1 mu_y^T / 2 + ln p_y.  Fitted in
+    closed form from the training examples: p_y their label frequencies,
+    Sigma = (1 - lam) S + lam (tr(S) / D) I with S the pooled within-class
+    covariance (Friedman, "Regularized discriminant analysis", JASA 1989),
+    and mu_y = m + (m_y - m) n_y / (n_y + kappa), the class mean m_y drawn
+    towards the mean of all training inputs m as a normal prior worth kappa
+    examples would (a small class's mean is the noisiest; kappa -> infinity
+    leaves only the label frequencies).  kappa (``lda_prior``, walked from
+    strong to weak) plays the part of logistic regression's alpha; each lam
+    in ``lda_shrinkage`` is a family of its own for the inner CV.  Where the classes are close to
+    Gaussian, as a wide layer's units often are, it needs far fewer
+    examples than logistic regression for the same log-loss (Efron, JASA
+    1975): at 84 dimensions and N = 2,000 it halves the decoder's gap to
+    the truth (docs/mutual-information.md).  Where they are not, the inner
+    CV prefers logistic regression.  Either is a decoder fitted on training
+    examples only, so the bound holds whichever is picked.
+    """
+
+    def __init__(self, transform: str, grid: tuple[float, ...], lam: float):
+        self.transform = transform
+        self.grid = tuple(sorted((float(v) for v in grid), reverse=True))  # kappa, strong -> weak
+        self.lam = float(lam)
+
+    def initial(self, d: int, k: int) -> None:
+        return None  # closed form: nothing to start from
+
+    def fit(self, ts: TrainingSet, kappa: float, start) -> LinearModel:
+        if "lda" not in ts.cache:
+            ts.cache["lda"] = self._stats(ts)
+        st = ts.cache["lda"]
+        means = st.center + (st.means - st.center) * (st.counts / (st.counts + kappa))[:, None]  # (K, D)
+        # Eigenvalues of Sigma; a floor keeps a unit that is constant on the training set finite.
+        lam = self.lam
+        e = np.maximum((1.0 - lam) * st.eigval + lam * st.scale, 1e-12 * max(st.scale, 1.0))
+        w = (st.eigvec / e) @ (st.eigvec.T @ means.T)  # (D, K) = Sigma^-1 mu^T
+        b = -0.5 * np.einsum("kd,dk->k", means, w) + st.log_prior
+        return LinearModel(w, b)
+
+    @staticmethod
+    def _stats(ts: TrainingSet) -> LdaStats:
+        n, d = ts.x.shape
+        k = ts.n_classes
+        counts = np.bincount(ts.labels, minlength=k)  # every class is present (class_counts_message)
+        onehot = np.zeros((k, n))
+        onehot[ts.labels, np.arange(n)] = 1.0
+        means = onehot @ ts.x / counts[:, None]  # (K, D)
+        r = ts.x - means[ts.labels]
+        cov = r.T @ r / max(n - k, 1)  # (D, D) pooled within-class covariance
+        eigval, eigvec = np.linalg.eigh(cov)
+        return LdaStats(means, counts.astype(np.float64), ts.x.mean(axis=0), np.maximum(eigval, 0.0), eigvec,
+                        float(np.trace(cov)) / d, ts.log_prior)
+
+    def log_prob(self, model: LinearModel, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return log_softmax_true(x @ model.w + model.b, labels)
+
+    def final_start(self, models: list) -> None:
+        return None
+
+
 def training_set(z: np.ndarray, train: np.ndarray, labels: np.ndarray, n_classes: int, transform: str,
                  cols: SortedColumns | None) -> TrainingSet:
     """The examples ``train`` (N,) bool of z (N, D) and labels (N,) as a training set."""
@@ -481,8 +583,13 @@ def _refit(z: np.ndarray, labels: np.ndarray, n_classes: int, fold: np.ndarray, 
 
 
 def families_for(transform: str, make) -> list:
-    """One family per input map: ``make(transform)`` for "standardize"/"quantile", both for "auto"."""
-    return [make(t) for t in (("standardize", "quantile") if transform == "auto" else (transform,))]
+    """The families of every input map: ``make(transform)`` (a family or a list of them) for
+    "standardize"/"quantile", for both under "auto"."""
+    out = []
+    for t in (("standardize", "quantile") if transform == "auto" else (transform,)):
+        made = make(t)
+        out.extend(made if isinstance(made, list) else [made])
+    return out
 
 
 # ----- the estimator -------------------------------------------------------------
@@ -531,7 +638,14 @@ def cross_fitted_bound(est: str, a: c.Side, b: c.Side, params, make_family,
 
 
 def _family(params: DecoderParams):
-    return lambda t: LinearFamily(t, params.l2_grid, params.max_iter)
+    def make(t: str) -> list:
+        out = []
+        if "logistic" in params.models:
+            out.append(LinearFamily(t, params.l2_grid, params.max_iter))
+        if "lda" in params.models:
+            out.extend(LdaFamily(t, params.lda_prior, lam) for lam in params.lda_shrinkage)
+        return out
+    return make
 
 
 def with_error(a: c.Side, b: c.Side, params: DecoderParams) -> c.Estimate:
@@ -554,8 +668,9 @@ def input_words(transform: str) -> str:
 def describe(params: DecoderParams) -> dict:
     return {
         "xz": "not estimated (decoder estimates I(Z;Y) only)",
-        "zy": (f"H(Y) - CE of a multinomial logistic regression of Y on {input_words(params.transform)}, "
-               f"{params.folds}-fold cross-fitted, L2 by inner CV: a lower bound on I(Z;Y) in expectation"),
+        "zy": (f"H(Y) - CE of a linear decoder of Y ({' or '.join(_MODEL_WORDS[m] for m in params.models)}, "
+               f"picked with its regularisation by inner CV) on {input_words(params.transform)}, "
+               f"{params.folds}-fold cross-fitted: a lower bound on I(Z;Y) in expectation"),
         "xz_kind": "none",
         "zy_kind": "lower_bound",
     }
