@@ -44,7 +44,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     probe_x, probe_y = comm.gather_probes(np.zeros((P,) + dataset.input_shape, np.float32),
                                           np.zeros(P, np.int64))
     model = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")  # evaluated by `measurements`
-    test_x = dataset.to_tensor(dataset.test_x[plan.test_indices])  # (T, C, H, W) float32
+    test_x = dataset.inputs(dataset.test_x[plan.test_indices])  # (T, C, H, W), normalised per chunk
     test_y = torch.from_numpy(dataset.test_y[plan.test_indices])
     D = model.representation_dim
     mi_params = {name: cfg.mi.params(name) for name in cfg.mi.estimators}
@@ -86,6 +86,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
         first, elapsed, cpu_used = next_round, resume_state["elapsed"], resume_state["cpu_seconds"]
         server = arrays(resume_state["server"])
 
+    dataset.release()  # the test set and the label counts are copied: the mapped dataset's pages can go
     metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
     bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
     z_buf = np.zeros((2, P, D), dtype=np.float32)

@@ -23,11 +23,15 @@ from fedmpi.augment import PAD as PAD_FOR_CROP, crop_flip
 from fedmpi.compress import build_compressor
 from fedmpi.compressed import Uplink
 from fedmpi.flat import FlatParams
+from fedmpi.inputs import Inputs
 from fedmpi.models import build_model
 from fedmpi.protocol import BOUNDS
 from fedmpi.seeding import AUGMENT, INIT, ORDER, int_seed
 
-EVAL_CHUNK = 1000  # examples per forward pass in evaluation; bounds activation memory
+# Examples per forward pass in evaluation. Small chunks keep a pass's activations in the CPU's
+# caches: LeNet evaluates about twice as fast in chunks of 128 as in chunks of 1,000
+# (benchmarks/eval_speed.py, docs/performance.md).
+EVAL_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,13 @@ class Evaluation:
 
 
 def worker_tensors(dataset, worker_data, device):
-    """A worker's shard and evaluation subset as tensors on its device.
+    """A worker's shard and evaluation subset on its device.
 
-    Returns x (n_k, C, H, W) float32, y (n_k,) int64, and the evaluation subset
-    eval_x, eval_y, whose first P examples are the probe.
+    Returns x: Inputs (n_k, C, H, W) (uint8 for CIFAR-10, normalised per batch),
+    y (n_k,) int64, and the evaluation subset eval_x, eval_y, whose first P
+    examples are the probe.
     """
-    x = dataset.to_tensor(dataset.train_x[worker_data.shard]).to(device)
+    x = dataset.inputs(dataset.train_x[worker_data.shard]).to(device)
     y = torch.from_numpy(dataset.train_y[worker_data.shard]).to(device)
     return x, y, x[worker_data.eval_positions], y[worker_data.eval_positions]
 
@@ -96,7 +101,7 @@ class LocalTrainer:
         self.model = model
         self.flat = FlatParams(model)
         self.grad = self.flat.attach_grad()  # (num_params,): the whole gradient, for algorithms' hooks
-        self.x, self.y = x, y  # (N, C, H, W) float32, (N,) int64 on the model's device
+        self.x, self.y = Inputs.of(x), y  # (N, C, H, W) stored examples, (N,) int64 on the model's device
         self.batch_size = cfg.train.batch_size
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                    weight_decay=cfg.train.weight_decay)
@@ -158,7 +163,7 @@ class LocalTrainer:
         loss_sum = torch.zeros((), device=self.x.device)
         for _ in range(steps):
             idx = self._next_batch()
-            batch = self.x.index_select(0, idx)  # (B, C, H, W)
+            batch = self.x.take(idx)  # (B, C, H, W) float32
             if self.augment:
                 batch = crop_flip(batch, self.augment_gen)
             logits = self.model(batch)
@@ -172,17 +177,23 @@ class LocalTrainer:
         return float(loss_sum) / max(steps, 1)
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, probe_size: int = 0,
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, x, y: torch.Tensor, probe_size: int = 0,
              want_z: bool = True) -> Evaluation:
-    """Accuracy and mean loss on (x, y); for the first `probe_size` examples (the probe) the
-    predictions and log-probabilities of the true labels, and Z when `want_z`."""
+    """Accuracy and mean loss on (x, y) (x: Inputs or a normalised float tensor); for the first
+    `probe_size` examples (the probe) the predictions and log-probabilities of the true labels,
+    and Z when `want_z`."""
     model.eval()
+    x = Inputs.of(x)
+    # Images go through the convolutions in channels-last layout: faster on CPUs (measured
+    # in benchmarks/eval_speed.py); the logits are the same up to float rounding.
+    layout = torch.channels_last if len(x.shape) == 4 else torch.contiguous_format
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     zs, preds, logps = [], [], []
     for start in range(0, len(y), EVAL_CHUNK):
-        logits, z = model.forward_with_representation(x[start:start + EVAL_CHUNK])
+        logits, z = model.forward_with_representation(x.rows(start, start + EVAL_CHUNK).contiguous(
+            memory_format=layout))
         target = y[start:start + EVAL_CHUNK]
         correct += (logits.argmax(1) == target).sum()
         loss_sum += F.cross_entropy(logits, target, reduction="sum").double()

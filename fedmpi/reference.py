@@ -39,7 +39,7 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
               for k, (w, (x, y, _, _)) in enumerate(zip(plan.workers, tensors))]
     evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")
     evaluator_flat = FlatParams(evaluator)
-    test_x = dataset.to_tensor(dataset.test_x[plan.test_indices])
+    test_x = dataset.inputs(dataset.test_x[plan.test_indices])
     test_y = torch.from_numpy(dataset.test_y[plan.test_indices])
     algorithm = groups[0].algorithm
     payloads = np.empty((num_workers, algorithm.contribution_size), dtype=np.float32)  # each worker's

@@ -18,6 +18,7 @@ import ctypes
 import datetime
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -119,7 +120,8 @@ class TraceWriter:
         self.f = f = h5py.File(path, "w", libver="latest")
         f.attrs.update(schema_version=SCHEMA_VERSION, fedmpi_version=fedmpi.__version__, config=config_yaml,
                        job=job, world_size=world_size, num_workers=num_workers, status="running",
-                       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+                       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                       training_started=time.time())
         f.create_dataset("workers/num_examples", data=np.asarray(num_examples, dtype=np.int64), **_CHECKED)
         model = f.create_group("model")
         model.attrs.update(representation_dim=representation_dim, num_params=int(layout["sizes"].sum()))
@@ -192,6 +194,7 @@ class TraceWriter:
             self.f = h5py.File(path, "r+", libver="latest")
         self.f.attrs["status"] = "running"
         self.f.attrs["resumed"] = int(self.f.attrs.get("resumed", 0)) + 1
+        self.f.attrs["training_started"] = time.time()
         self._attach(rows)
         return self
 

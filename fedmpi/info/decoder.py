@@ -73,11 +73,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import ndtri
 
 from . import _common as c
 from .bounds import variational_bound
+
+# scipy is imported where it is used: every rank imports fedmpi.info (for the config), only the
+# coordinator estimates, and scipy.spatial/optimize cost about half a second of start-up.
 
 NAME = "decoder"
 
@@ -197,6 +198,7 @@ class InputMap:
         u = z
         if kind == "quantile":
             ranks, sorted_t = _own_mid_ranks(z)
+            from scipy.special import ndtri
             u = ndtri((ranks + 0.5) / (z.shape[0] + 1))
         std = u.std(axis=0)
         std[std == 0.0] = 1.0
@@ -207,6 +209,7 @@ class InputMap:
     def __call__(self, z: np.ndarray) -> np.ndarray:
         u = z
         if self.sorted_t is not None:
+            from scipy.special import ndtri
             u = ndtri((_mid_ranks_in(self.sorted_t, z) + 0.5) / (self.sorted_t.shape[1] + 1))
         return np.clip((u - self.mean) / self.std, self.lo, self.hi)  # (n, D) float64, new array
 
@@ -283,6 +286,7 @@ def map_rows(z: np.ndarray, train: np.ndarray, kind: str, cols: SortedColumns | 
     """
     u = z
     if kind == "quantile":
+        from scipy.special import ndtri
         u = ndtri((cols.mid_ranks(train) + 0.5) / (int(train.sum()) + 1))
     u_train = u[train]
     std = u_train.std(axis=0)
@@ -358,6 +362,7 @@ class SoftmaxProblem:
             return loss, (root @ grad).ravel()
 
         theta0 = np.linalg.solve(root, start).ravel()
+        from scipy.optimize import minimize
         res = minimize(objective, theta0, jac=True, method="L-BFGS-B",
                        options={"maxiter": max_iter, "ftol": _FTOL, "gtol": _GTOL})
         w = root @ res.x.reshape(d + 1, k)

@@ -29,7 +29,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from . import _common as c
 from .bounds import variational_bound
@@ -124,6 +123,7 @@ class MlpFamily:
                                          (hid.T @ e + pen * w2).ravel(), (x.T @ e + pen * skip).ravel(),
                                          e.sum(axis=0)])
 
+        from scipy.optimize import minimize  # here: see fedmpi/info/decoder.py
         res = minimize(objective, theta0, jac=True, method="L-BFGS-B",
                        options={"maxiter": self.max_iter, "ftol": _FTOL, "gtol": _GTOL})
         return Mlp(*unpack(res.x))

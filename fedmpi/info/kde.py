@@ -48,7 +48,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from . import _common as c
 
@@ -85,6 +84,7 @@ def prepare_side(side: c.Side, params: KdeParams, position: int) -> KdeSide:
 
 
 def pairwise_bound(z: np.ndarray, sigma2: float) -> float:
+    from scipy.special import logsumexp  # here, not at import: see fedmpi/info/decoder.py
     """B(z) of the module docstring, z (n, d) float64, in nats."""
     n = z.shape[0]
     sq = np.einsum("ij,ij->i", z, z)  # (n,) squared norms

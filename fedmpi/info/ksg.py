@@ -43,8 +43,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.special import digamma
 
 from . import _common as c
 
@@ -78,6 +76,7 @@ class KsgSide:
 
 
 def prepare_side(side: c.Side, params: KsgParams, position: int) -> KsgSide:
+    from scipy.spatial import cKDTree  # scipy where it is used: see fedmpi/info/decoder.py
     if side.kind == c.LABELS:
         return KsgSide(side.kind, side.values, side.n_classes, None)
     rng = np.random.default_rng([params.seed, position])
@@ -95,6 +94,8 @@ def _count_within(tree: cKDTree, x: np.ndarray, radius: np.ndarray, workers: int
 
 def _mixed(z: KsgSide, y: KsgSide, params: KsgParams) -> float:
     """Ross (2014) mixed KSG: I(Z;Y) = psi(N) + psi(k) - <psi(N_y)> - <psi(m)>."""
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
     keep = np.ones(z.values.shape[0], dtype=bool)
     radius = np.zeros(z.values.shape[0])
     k_used = np.zeros(z.values.shape[0])
@@ -119,6 +120,8 @@ def _mixed(z: KsgSide, y: KsgSide, params: KsgParams) -> float:
 
 
 def mutual_information(a: KsgSide, b: KsgSide, params: KsgParams) -> float:
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
     if a.kind == c.LABELS and b.kind == c.LABELS:
         return c.plugin_mi(a.values, b.values)
     if b.kind == c.LABELS:

@@ -1,0 +1,108 @@
+"""Datasets: the CIFAR-10 reader and its memory-mapped cache, and inputs normalised per batch."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from fedmpi import data
+from fedmpi.errors import UsageError
+from fedmpi.inputs import Inputs
+
+
+def fake_cifar(root, per_batch=6, seed=0):
+    """A cifar-10-batches-py folder of tiny batches (per_batch images each) under root."""
+    rng = np.random.default_rng(seed)
+    folder = root / data.CIFAR10_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in data.CIFAR10_FILES:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    return root
+
+
+def arrays(ds):
+    return [np.asarray(getattr(ds, k)) for k in data.CACHE_ARRAYS]
+
+
+def test_cache_holds_the_batches_exactly_and_is_mapped(tmp_path):
+    root = fake_cifar(tmp_path)
+    from_batches = data.load_cifar10(str(root))  # no cache yet: read from the pickles
+    assert from_batches.maps == ()
+    data.write_cache(str(root))
+    cached = data.load_cifar10(str(root))
+    assert len(cached.maps) == len(data.CACHE_ARRAYS)
+    for a, b in zip(arrays(cached), arrays(from_batches)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert cached.train_x.shape == (30, 3, 32, 32) and cached.test_x.shape == (6, 3, 32, 32)
+    cached.release()  # pages handed back; reading maps them again
+    assert np.array_equal(cached.train_x, from_batches.train_x)
+
+
+def test_cache_of_changed_batches_is_passed_over_and_rewritten(tmp_path):
+    root = fake_cifar(tmp_path, seed=1)
+    data.write_cache(str(root))
+    fake_cifar(tmp_path, seed=2)  # new batches under the same names (new sizes or times)
+    os.utime(root / data.CIFAR10_DIR / "test_batch", ns=(1, 1))
+    fresh = data._read_batches(str(root))
+    assert data._open_cache(str(root)) is None  # stale: not used
+    assert np.array_equal(data.load_cifar10(str(root)).train_x, fresh[0])
+    data.write_cache(str(root))
+    assert np.array_equal(data._open_cache(str(root)).train_x, fresh[0])
+
+
+def test_damaged_cache_is_passed_over(tmp_path):
+    root = fake_cifar(tmp_path)
+    data.write_cache(str(root))
+    path = root / data.CACHE_DIR / "train_x.npy"
+    path.write_bytes(path.read_bytes()[:-100])  # truncated
+    assert data._open_cache(str(root)) is None
+    assert data.load_cifar10(str(root)).train_x.shape == (30, 3, 32, 32)
+    data.write_cache(str(root))  # repaired
+    assert data._open_cache(str(root)) is not None
+
+
+def test_unwritable_cache_folder_is_passed_over(tmp_path):
+    # Where the cache cannot be written (here a file blocks its folder; elsewhere a read-only
+    # data folder), the batches are read at every start and nothing fails.
+    root = fake_cifar(tmp_path)
+    (root / data.CACHE_DIR).write_text("in the way")
+    data.write_cache(str(root))
+    assert (root / data.CACHE_DIR).read_text() == "in the way"
+    assert data.load_cifar10(str(root)).train_x.shape == (30, 3, 32, 32)
+
+
+def test_unreadable_batch_is_one_line_naming_it(tmp_path):
+    root = fake_cifar(tmp_path)
+    (root / data.CIFAR10_DIR / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(UsageError, match="cannot read CIFAR-10 batch .*data_batch_3"):
+        data.write_cache(str(root))
+
+
+def test_inputs_normalise_each_batch_exactly_as_the_whole():
+    root_ds = data.Dataset("cifar10", np.random.default_rng(3).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8),
+                           np.zeros(40, np.int64), np.zeros((1, 3, 32, 32), np.uint8), np.zeros(1, np.int64), 10,
+                           data.CIFAR10_MEAN, data.CIFAR10_STD)
+    whole = root_ds.to_tensor(root_ds.train_x)  # (40, 3, 32, 32) float32
+    x = root_ds.inputs(root_ds.train_x)
+    assert x.raw.dtype == torch.uint8 and len(x) == 40
+    idx = torch.tensor([7, 0, 39, 7])
+    assert torch.equal(x.take(idx), whole.index_select(0, idx))
+    assert torch.equal(x.rows(5, 17), whole[5:17])
+    sub = x[torch.tensor([3, 9])]
+    assert torch.equal(sub.all(), whole[[3, 9]])
+    assert torch.equal(x[2:6].all(), whole[2:6])
+
+
+def test_float_inputs_pass_through():
+    t = torch.randn(8, 3, 4, 4)
+    x = Inputs.of(t)
+    assert torch.equal(x.take(torch.tensor([1, 5])), t[[1, 5]])
+    assert torch.equal(x.rows(0, 8), t)
+    assert Inputs.of(x) is x
