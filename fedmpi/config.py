@@ -42,6 +42,9 @@ class DataConfig:
     probe_size: int = 1000  # examples per worker whose representation Z is logged
     eval_size: int = 2000  # shard examples behind local_acc/averaged_acc; 0: the whole shard
     test_size: int = 0  # test examples behind test_acc; 0: the whole test set
+    # Test examples behind test_acc at logged rounds before the last: a fixed random subset of
+    # the test_size examples (the last logged round always uses all of them); 0: all, every time.
+    test_subset: int = 0
     augment: Literal["none", "crop-flip"] = "none"  # per training batch (fedmpi.augment); never in evaluation
 
     def check(self) -> None:
@@ -57,6 +60,9 @@ class DataConfig:
                  "the probe is part of the evaluation subset", self.eval_size)
         _require(self.test_size >= 0, "data.test_size", "an integer >= 0 (0 = whole test set)",
                  self.test_size)
+        _require(self.test_subset >= 0 and (self.test_size == 0 or self.test_subset <= self.test_size),
+                 "data.test_subset", "an integer >= 0 (0 = no subset) and at most data.test_size",
+                 self.test_subset)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     D = model.representation_dim
     mi_params = {name: cfg.mi.params(name) for name in cfg.mi.estimators}
     probe_indices = np.stack([w.shard[w.probe_positions] for w in plan.workers])  # (W, P) global indices
-    measurements = Measurements(model, test_x, test_y, mi_params, probe_x, probe_y)
+    measurements = Measurements(model, test_x, test_y, mi_params, probe_x, probe_y, test_subset=plan.test_subset)
     algorithm = new_algorithm(cfg, model, measurements.flat, plan.num_clients)
     server = algorithm.server_init(measurements.flat.vector.numpy())
     num_params = measurements.flat.size
@@ -143,7 +143,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                                       client_steps=client_steps,
                                       z=z if cfg.trace.activations else None))
             mi_z = z if mi_params and schedule.mi_due(i) else None
-            measurements.submit(row, server["theta"], mi_z, console.note)
+            measurements.submit(row, server["theta"], mi_z, console.note, full_test=plan.full_test(i))
             row += 1
             recorder.take(measurements.poll())
         if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, stopping):

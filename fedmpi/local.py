@@ -43,6 +43,7 @@ class Evaluation:
     # and natural-log probabilities of the true labels (P,) float64, for the bounds on I(Z;Y).
     probe_pred: np.ndarray | None = None
     probe_logp: np.ndarray | None = None
+    examples: int = 0  # how many examples the accuracy and loss are over
 
 
 def worker_tensors(dataset, worker_data, device):
@@ -207,7 +208,7 @@ def evaluate(model: torch.nn.Module, x, y: torch.Tensor, probe_size: int = 0,
     z_probe = torch.cat(zs).float().cpu() if probe_size and want_z else None
     pred = torch.cat(preds).cpu().numpy() if probe_size else None
     logp = torch.cat(logps).cpu().numpy() if probe_size else None
-    return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe, pred, logp)
+    return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe, pred, logp, len(y))
 
 
 def probe_bounds(labels: np.ndarray, local: Evaluation, averaged: Evaluation) -> np.ndarray:

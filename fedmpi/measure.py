@@ -29,6 +29,7 @@ import torch
 
 from fedmpi import info
 from fedmpi.flat import FlatParams
+from fedmpi.inputs import Inputs
 from fedmpi.local import Evaluation, evaluate
 from fedmpi.trace import MI_KEYS, MI_SE_KEYS
 
@@ -43,13 +44,18 @@ class RoundResult:
 
 
 class Measurements:
-    def __init__(self, model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
+    def __init__(self, model: torch.nn.Module, test_x, test_y: torch.Tensor,
                  mi_params: Mapping[str, object], probe_x: np.ndarray, probe_y: np.ndarray,
-                 max_pending: int = 2):
-        """mi_params: estimator name -> parameter dataclass; probe_x (W, P, ...), probe_y (W, P)."""
+                 max_pending: int = 2, test_subset: np.ndarray | None = None):
+        """mi_params: estimator name -> parameter dataclass; probe_x (W, P, ...), probe_y (W, P);
+        test_x: Inputs or a normalised tensor (T, ...); test_subset (S,): positions in it tested at
+        rounds submitted with full_test=False (data.test_subset)."""
         self.model = model  # used by the background thread only
         self.flat = FlatParams(model)
-        self.test_x, self.test_y = test_x, test_y
+        self.test_sets = {True: (test_x, test_y)}
+        if test_subset is not None and len(test_subset):
+            positions = torch.from_numpy(np.asarray(test_subset, dtype=np.int64))
+            self.test_sets[False] = (Inputs.of(test_x)[positions], test_y[positions])
         self.mi_params = dict(mi_params)
         self.probe_y = probe_y
         num_workers, probe_size = probe_y.shape
@@ -65,9 +71,11 @@ class Measurements:
         self._thread.start()
 
     # ------------------------------------------------------------ the work
-    def test(self, averaged: np.ndarray) -> Evaluation:
+    def test(self, averaged: np.ndarray, full: bool = True) -> Evaluation:
+        """The averaged parameters (num_params,) on all test examples, or on the subset."""
         self.flat.assign(torch.from_numpy(averaged))
-        return evaluate(self.model, self.test_x, self.test_y)
+        x, y = self.test_sets[full or False not in self.test_sets]
+        return evaluate(self.model, x, y)
 
     def mutual_information(self, z: np.ndarray) -> dict[str, tuple[dict[str, np.ndarray], str]]:
         """All estimates for one round: z (W, 2, P, D) -> {estimator: (values, failure)}.
@@ -115,9 +123,9 @@ class Measurements:
             job = self._jobs.get()
             if job is _STOP:
                 return
-            row, averaged, z = job
+            row, averaged, z, full = job
             try:
-                self._results.put(RoundResult(row, "test", self.test(averaged)))
+                self._results.put(RoundResult(row, "test", self.test(averaged, full)))
                 if z is not None:
                     self._results.put(RoundResult(row, "mi", self.mutual_information(z)))
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which aborts the job
@@ -127,11 +135,12 @@ class Measurements:
 
     # ------------------------------------------------------------ the main thread's side
     def submit(self, row: int, averaged: np.ndarray, z: np.ndarray | None,
-               on_wait: Callable[[str], None]) -> None:
-        """Queue round `row`: test the averaged parameters (N,), and estimate MI from z
-        (W, 2, P, D) unless None. Both are copied. Waits, and says so, when behind."""
+               on_wait: Callable[[str], None], full_test: bool = True) -> None:
+        """Queue round `row`: test the averaged parameters (N,) (on the test subset unless
+        full_test), and estimate MI from z (W, 2, P, D) unless None. Both are copied. Waits, and
+        says so, when behind."""
         self._raise_if_failed()
-        job = (row, np.array(averaged, copy=True), None if z is None else np.array(z, copy=True))
+        job = (row, np.array(averaged, copy=True), None if z is None else np.array(z, copy=True), full_test)
         try:
             self._jobs.put_nowait(job)
             return

@@ -16,7 +16,7 @@ import numpy as np
 
 from fedmpi.errors import UsageError
 from fedmpi.partition import partition
-from fedmpi.seeding import CLIENTS, SUBSETS, TEST, rng_for
+from fedmpi.seeding import CLIENTS, SUBSETS, TEST, TEST_SUBSET, rng_for
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,17 @@ class Plan:
     num_workers: int
     workers: tuple[WorkerData, ...]
     test_indices: np.ndarray  # (T,) int64
+    test_subset: np.ndarray  # (S,) int64 positions in test_indices of the logged rounds before the last; (0,): all
     schedule: Schedule
     probe_size: int
     num_clients: int
     clients_per_round: int
     seed: int
+
+    def full_test(self, i: int) -> bool:
+        """Whether logged round i tests on all test_indices (the last round, or no data.test_subset)
+        rather than on the fixed subset."""
+        return len(self.test_subset) == 0 or i == self.schedule.num_rounds - 1
 
     @property
     def num_examples(self) -> tuple[int, ...]:
@@ -181,13 +187,18 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
                          "examples; lower it or use 0 for the whole test set")
     test = np.arange(num_test) if d.test_size == 0 else np.sort(
         rng_for(cfg.seed, TEST).permutation(num_test)[:d.test_size])
+    if d.test_subset > len(test):
+        raise UsageError(f"config: data.test_subset={d.test_subset} but the test set has {len(test)} "
+                         "examples; lower it, or use 0 to test on all of them at every logged round")
+    subset = np.sort(rng_for(cfg.seed, TEST_SUBSET).permutation(len(test))[:d.test_subset]).astype(np.int64)
     epoch_steps = tuple(math.ceil(len(s) / batch) for s in shards)
     largest = max(epoch_steps)
     t = cfg.train
     schedule = Schedule(t.epochs * largest, cfg.sync.every * (largest if cfg.sync.unit == "epochs" else 1),
                         cfg.trace.every, cfg.mi.every, cfg.trace.activations, bool(cfg.mi.estimators),
                         cfg.sync.unit, epoch_steps, t.lr, t.lr_schedule, t.lr_step, t.lr_gamma)
-    return Plan(num_workers, tuple(workers), test, schedule, d.probe_size, num_clients, per_round, cfg.seed)
+    return Plan(num_workers, tuple(workers), test, subset, schedule, d.probe_size, num_clients, per_round,
+                cfg.seed)
 
 
 def label_counts(plan: Plan, train_labels: np.ndarray, num_classes: int) -> np.ndarray:

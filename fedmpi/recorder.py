@@ -46,8 +46,9 @@ class Recorder:
     def _row(self, row: int, test) -> None:
         entry = self.pending.pop(row)
         latency = time.perf_counter() - self.start - entry["seconds"]
-        self.writer.append(test_acc=test.accuracy, test_loss=test.loss, latency=latency, **entry)
-        self.last = dict(entry, test_acc=test.accuracy)
+        self.writer.append(test_acc=test.accuracy, test_loss=test.loss, test_examples=test.examples,
+                           latency=latency, **entry)
+        self.last = dict(entry, test_acc=test.accuracy, test_examples=test.examples)
         self.steps[row] = entry["step"]
         self.bounds[row] = {name: entry["worker_bounds"][:, b] for b, name in enumerate(BOUNDS)}
         wm = entry["worker_metrics"]  # (W, len(METRICS))

@@ -24,7 +24,7 @@ from fedmpi.protocol import CONTROL
 def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
     """Run `cfg` with `num_workers` simulated workers; returns trace-shaped arrays.
 
-    Keys: step [R], test_acc [R], test_loss [R], local_acc, local_loss, averaged_acc,
+    Keys: step [R], test_acc [R], test_loss [R], test_examples [R], local_acc, local_loss, averaged_acc,
     averaged_loss, train_loss [R, W], bounds [R, W, len(BOUNDS)], sampled [R, S], z_local, z_averaged [R, W, P, D]
     (when the run logs activations), comm_diagnostics [R, len(compressed.DIAGNOSTICS)],
     divergence_relative and divergence_drift_diversity [R, L] (with trace.divergence) and
@@ -41,12 +41,14 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
     evaluator_flat = FlatParams(evaluator)
     test_x = dataset.inputs(dataset.test_x[plan.test_indices])
     test_y = torch.from_numpy(dataset.test_y[plan.test_indices])
+    subset = torch.from_numpy(plan.test_subset)
+    tests = {True: (test_x, test_y), False: (test_x[subset], test_y[subset])}  # data.test_subset
     algorithm = groups[0].algorithm
     payloads = np.empty((num_workers, algorithm.contribution_size), dtype=np.float32)  # each worker's
     server = algorithm.server_init(evaluator_flat.vector.numpy())
 
     out: dict[str, list] = {key: [] for key in (
-        "step", "test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
+        "step", "test_acc", "test_loss", "test_examples", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
         "train_loss", "bounds", "sampled", "z_local", "z_averaged", "comm_diagnostics", "divergence_relative",
         "divergence_drift_diversity")}
     uplink = groups[0].uplink
@@ -87,9 +89,10 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
         want_z = schedule.wants_z(i)
         pairs = [g.evaluate(ex, ey, plan.probe_size, want_z) for g, (_, _, ex, ey) in zip(groups, tensors)]
         evaluator_flat.assign(torch.from_numpy(server["theta"]))
-        test = evaluate(evaluator, test_x, test_y)
+        test = evaluate(evaluator, *tests[plan.full_test(i)])
         out["step"].append(schedule.step(i))
         out["test_acc"].append(test.accuracy)
+        out["test_examples"].append(test.examples)
         out["test_loss"].append(test.loss)
         out["local_acc"].append([lo.accuracy for lo, _ in pairs])
         out["local_loss"].append([lo.loss for lo, _ in pairs])

@@ -146,6 +146,7 @@ class TraceWriter:
 
         per_round("metrics/test_acc", (), np.float64)
         per_round("metrics/test_loss", (), np.float64)
+        per_round("metrics/test_examples", (), np.int64)  # test examples behind test_acc, test_loss
         per_round("timing/coordinator_cpu_seconds", (), np.float64)
         per_round("timing/row_latency_seconds", (), np.float64)
         per_round("clients/sampled", (clients_per_round,), np.int64)
@@ -220,7 +221,7 @@ class TraceWriter:
 
     def append(self, *, index: int, step: int, epoch: float, seconds: float, test_acc: float,
                test_loss: float, coordinator_cpu: float, sampled: np.ndarray, worker_metrics: np.ndarray,
-               worker_bounds: np.ndarray, z: np.ndarray | None, latency: float,
+               worker_bounds: np.ndarray, test_examples: int = 0, z: np.ndarray | None, latency: float,
                comm_counts: np.ndarray | None = None, comm_diagnostics: np.ndarray | None = None,
                divergence: tuple[np.ndarray, np.ndarray] | None = None,
                client_steps: np.ndarray | None = None) -> int:
@@ -234,6 +235,8 @@ class TraceWriter:
             ds.resize(r + 1, axis=0)
         f["metrics/test_acc"][r] = test_acc
         f["metrics/test_loss"][r] = test_loss
+        if "metrics/test_examples" in f:  # traces written before 2026-12-04 have none
+            f["metrics/test_examples"][r] = test_examples
         f["timing/coordinator_cpu_seconds"][r] = coordinator_cpu
         f["timing/row_latency_seconds"][r] = latency
         f["clients/sampled"][r] = sampled
@@ -344,6 +347,7 @@ class Trace:
     client_owner: Any = None  # (C,) int64 the worker of each client
     label_counts: Any = None  # (C, K) int64 each client's training examples per label
     client_steps: Any = None  # (R, C) int64 local steps each client took up to each row's sync point
+    test_examples: Any = None  # (R,) int64 test examples behind each row's test_acc (data.test_subset)
 
     @property
     def rounds(self) -> int:
@@ -495,6 +499,7 @@ def _read(f, path: str) -> Trace:
         client_owner=f["clients/owner"][:] if "clients/owner" in f else None,
         label_counts=f["clients/label_counts"][:] if "clients/label_counts" in f else None,
         client_steps=_rows(f["clients/steps"], R) if "clients/steps" in f else None,
+        test_examples=_rows(f["metrics/test_examples"], R) if "metrics/test_examples" in f else None,
         has_activations=all(n in f for n in ("activations/local", "activations/averaged", "probe/inputs",
                                              "probe/labels")))
 

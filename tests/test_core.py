@@ -169,3 +169,20 @@ def test_pick_device_follows_node_local_worker_index(requested, index, count, ex
 def test_pick_device_cuda_without_gpu_is_a_usage_error():
     with pytest.raises(UsageError, match="sees no CUDA GPU"):
         pick_device("cuda", 0, 0)
+
+
+def test_thread_limit_reaches_blas_libraries_loaded_afterwards():
+    # The coordinator limits threads at start; scipy's own OpenBLAS is loaded later, when an
+    # MI estimator first runs. Unlimited there, the decoder ran several times slower in a run.
+    import subprocess
+    import sys
+    code = ("import fedmpi.coordinator\n"
+            "from fedmpi.device import limit_threads\n"
+            "limit_threads(1)\n"
+            "import scipy.optimize, scipy.spatial\n"
+            "import threadpoolctl\n"
+            "print(sorted({d['num_threads'] for d in threadpoolctl.threadpool_info()}))\n")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[1]", out.stdout + out.stderr

@@ -106,3 +106,29 @@ def test_float_inputs_pass_through():
     assert torch.equal(x.take(torch.tensor([1, 5])), t[[1, 5]])
     assert torch.equal(x.rows(0, 8), t)
     assert Inputs.of(x) is x
+
+
+def test_test_subset_is_fixed_and_the_last_round_tests_on_everything():
+    from fedmpi import config
+    from fedmpi.plan import make_plan
+    cfg = config.from_dict({"data": {"name": "synthetic", "samples_per_worker": 64, "probe_size": 16,
+                                     "eval_size": 32, "test_size": 300, "test_subset": 50},
+                            "train": {"epochs": 2, "batch_size": 16}, "sync": {"every": 2}})
+    labels = np.zeros(128, np.int64)
+    plan = make_plan(cfg, labels, 1000, 2)
+    again = make_plan(cfg, labels, 1000, 2)
+    assert len(plan.test_subset) == 50 and np.array_equal(plan.test_subset, again.test_subset)
+    assert np.all(np.diff(plan.test_subset) > 0) and plan.test_subset.max() < 300
+    last = plan.schedule.num_rounds - 1
+    assert [plan.full_test(i) for i in range(last + 1)] == [False] * last + [True]
+    off = make_plan(config.from_dict({**config.to_dict(cfg), "data": {**config.to_dict(cfg)["data"],
+                                                                     "test_subset": 0}}), labels, 1000, 2)
+    assert len(off.test_subset) == 0 and off.full_test(0)
+
+
+@pytest.mark.parametrize("data_cfg", [{"test_subset": -1}, {"test_size": 100, "test_subset": 101}])
+def test_bad_test_subset_names_the_key(data_cfg):
+    from fedmpi import config
+    with pytest.raises(UsageError, match="data.test_subset") as err:
+        config.from_dict({"data": data_cfg})
+    assert "\n" not in str(err.value)

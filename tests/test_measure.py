@@ -14,9 +14,9 @@ from fedmpi.models import build_model
 class SlowMeasurements(Measurements):
     """Each test evaluation takes 50 ms, far longer than a submit: the queue must fill."""
 
-    def test(self, averaged):
+    def test(self, averaged, full=True):
         time.sleep(0.05)
-        return super().test(averaged)
+        return super().test(averaged, full)
 
 
 def test_falling_behind_waits_says_so_and_loses_no_round():

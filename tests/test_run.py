@@ -126,7 +126,8 @@ def test_missing_cifar_says_where_to_put_it(tmp_path):
 
 def _trace_arrays(path):
     with open_trace(str(path)) as f:
-        out = {name.split("/")[-1]: f[name][:] for name in PER_ROUND_W + ("metrics/test_acc", "metrics/test_loss")}
+        out = {name.split("/")[-1]: f[name][:] for name in PER_ROUND_W + ("metrics/test_acc", "metrics/test_loss",
+                                                                            "metrics/test_examples")}
         out["step"] = f["rounds/step"][:]
         out["final_averaged"] = f["model/final_averaged"][:]
         out["z_local"] = f["activations/local"][:]
@@ -150,12 +151,15 @@ def _compression(name: str) -> list[str]:
 @pytest.mark.parametrize("algorithm,compression,redistribute", PLUGINS)
 def test_mpi_run_equals_single_process_reference(tmp_path, redistribute, algorithm, compression):
     overrides = [f"sync.redistribute={str(redistribute).lower()}", "mi.estimators=[]", "train.epochs=3",
-                 f"algorithm.name={algorithm}", *_compression(compression)]
+                 f"algorithm.name={algorithm}", *_compression(compression), "data.test_subset=128"]
     run_ok(3, smoke_args(tmp_path, "eq", *overrides))
     got = _trace_arrays(tmp_path / "eq.h5")
     cfg = config.load(str(SMOKE), overrides)
     want = run_reference(cfg, num_workers=2)
     np.testing.assert_array_equal(got["step"], want["step"])
+    # data.test_subset: 128 of the 512 test examples at every logged round but the last
+    np.testing.assert_array_equal(got["test_examples"], [128] * (len(got["step"]) - 1) + [512])
+    np.testing.assert_array_equal(got["test_examples"], want["test_examples"])
     for key in ("test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
                 "train_loss", "final_averaged", "z_local", "z_averaged", "bounds", "comm_diagnostics"):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)

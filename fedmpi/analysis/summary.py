@@ -162,7 +162,11 @@ def print_summary(t: Trace, out) -> None:
                                      f"{int(t.step[-1])}, epoch {t.epoch[-1]:.2f}, {t.time[-1]:.1f} s)")
     else:
         table.add_row("rounds done", "0 (no round written yet)")
-    for name, what in (("test_acc", "test accuracy (averaged)"), ("local_acc", "local accuracy (own shard)"),
+    test_what = "test accuracy (averaged)"
+    if R and t.test_examples is not None and len(set(t.test_examples.tolist())) > 1:
+        test_what += (f"; final on {int(t.test_examples[-1])} test images, earlier sync points on a fixed "
+                      f"subset of {int(t.test_examples[0])} (data.test_subset)")
+    for name, what in (("test_acc", test_what), ("local_acc", "local accuracy (own shard)"),
                        ("averaged_acc", "averaged accuracy (each shard)")):
         values = t.metrics[name]
         if R:
