@@ -9,7 +9,6 @@ client sends and how the sum becomes the global model is the algorithm's
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from fedmpi.algorithms.base import GradientHook, State
 from fedmpi.augment import PAD as PAD_FOR_CROP, crop_flip
 from fedmpi.compress import build_compressor
 from fedmpi.compressed import Uplink
-from fedmpi.flat import FlatParams
+from fedmpi.flat import FlatParams, FlatSGD
 from fedmpi.inputs import Inputs
 from fedmpi.models import build_model
 from fedmpi.protocol import BOUNDS
@@ -104,8 +103,8 @@ class LocalTrainer:
         self.grad = self.flat.attach_grad()  # (num_params,): the whole gradient, for algorithms' hooks
         self.x, self.y = Inputs.of(x), y  # (N, C, H, W) stored examples, (N,) int64 on the model's device
         self.batch_size = cfg.train.batch_size
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                   weight_decay=cfg.train.weight_decay)
+        self.opt = FlatSGD(self.flat, lr=cfg.train.lr, momentum=cfg.train.momentum,
+                           weight_decay=cfg.train.weight_decay)
         # Own generators: the batch order and the augmentation are functions of (seed, `worker`)
         # alone, whatever the device; ClientGroup passes the client's id.
         self.gen = torch.Generator().manual_seed(int_seed(cfg.seed, ORDER, worker))
@@ -130,14 +129,14 @@ class LocalTrainer:
         shared with the live trainer); tensors and plain values only, so it loads with
         torch.load(weights_only=True)."""
         return {"theta": self.flat.vector.detach().cpu().clone(), "buffers": self.flat.int_buffers(),
-                "optimizer": copy.deepcopy(self.opt.state_dict()), "generator": self.gen.get_state(),
+                "optimizer": self.opt.state(), "generator": self.gen.get_state(),
                 "augment_generator": self.augment_gen.get_state(),
                 "perm": self.perm.cpu().clone(), "pos": self.pos, "epochs_started": self.epochs_started}
 
     def load_state(self, state: dict) -> None:
         self.flat.assign(state["theta"])
         self.flat.load_int_buffers(state["buffers"])
-        self.opt.load_state_dict(state["optimizer"])
+        self.opt.load_state(state["optimizer"], self.flat.slots)
         self.gen.set_state(state["generator"])
         if "augment_generator" in state:  # checkpoints written before data.augment existed have none
             self.augment_gen.set_state(state["augment_generator"])
@@ -146,13 +145,12 @@ class LocalTrainer:
         self.epochs_started = int(state["epochs_started"])
 
     def set_lr(self, lr: float) -> None:
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        self.opt.lr = lr
 
     def reset_optimizer(self) -> None:
         """A fresh optimizer state: SGD's first step after it starts momentum from the gradient,
         as from a zero buffer."""
-        self.opt.state.clear()
+        self.opt.reset()
 
     def train(self, steps: int, hook: GradientHook | None = None) -> float:
         """Run `steps` SGD steps; returns the mean training loss over them.
@@ -285,7 +283,7 @@ class ClientGroup:
             n = steps if isinstance(steps, int) else int(steps[cid])
             if lr is not None:
                 client.set_lr(lr)
-            rate = client.opt.param_groups[0]["lr"]
+            rate = client.opt.lr
             loss = client.train(n, self.algorithm.gradient_hook(self.client_states[j], self.server))
             if self.reset_optimizer:
                 client.reset_optimizer()

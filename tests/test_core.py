@@ -186,3 +186,46 @@ def test_thread_limit_reaches_blas_libraries_loaded_afterwards():
            if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[1]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.9, 0.0), (0.9, 5e-4), (0.0, 1e-3), (0.0, 0.0)])
+def test_flat_sgd_is_torch_sgd_bit_for_bit(momentum, weight_decay):
+    from fedmpi.flat import FlatSGD
+    torch.manual_seed(0)
+    ours, theirs = build_model("lenet", (3, 32, 32), 10, seed=3), build_model("lenet", (3, 32, 32), 10, seed=3)
+    flat = FlatParams(ours)
+    opt = FlatSGD(flat, lr=0.05, momentum=momentum, weight_decay=weight_decay)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=momentum, weight_decay=weight_decay)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    for step in range(4):
+        if step == 2:  # a reset (train.optimizer_state: reset) on both
+            opt.reset()
+            ref.state.clear()
+        flat.grad.zero_()
+        torch.nn.functional.cross_entropy(ours(x), y).backward()
+        opt.step()
+        ref.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(x), y).backward()
+        ref.step()
+        for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+            assert torch.equal(a, b), (step, name)
+
+
+def test_flat_sgd_state_round_trips_and_reads_torch_sgd_checkpoints():
+    from fedmpi.flat import FlatSGD
+    model = build_model("lenet", (3, 32, 32), 10, seed=1)
+    flat = FlatParams(model)
+    opt = FlatSGD(flat, lr=0.1, momentum=0.9)
+    flat.grad.normal_()
+    opt.step()
+    again = FlatSGD(FlatParams(build_model("lenet", (3, 32, 32), 10, seed=1)), lr=0.1, momentum=0.9)
+    again.load_state(opt.state(), flat.slots)
+    assert torch.equal(again.buf, opt.buf)
+    # A checkpoint of fedmpi before 2026-12-04 holds torch.optim.SGD's state_dict: one buffer per parameter.
+    old = {"state": {j: {"momentum_buffer": p.detach().clone() * 0 + j} for j, p in enumerate(model.parameters())},
+           "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": list(range(len(list(model.parameters()))))}]}
+    again.load_state(old, flat.slots)
+    want = torch.cat([torch.full((p.numel(),), float(j)) for j, p in enumerate(model.parameters())])
+    assert torch.equal(again.buf, want)
+    again.load_state({"momentum_buffer": None}, flat.slots)
+    assert again.buf is None

@@ -166,12 +166,13 @@ def test_optimizer_reset_leaves_no_momentum_after_a_sync_point():
         group, _, _ = _group(_cfg(train={"optimizer_state": mode}))
         out = np.empty(group.algorithm.contribution_size, np.float32)
         group.train_round({0}, 2, out, "w")
-        opt = group.clients[0].opt
-        buffers = [opt.state[p].get("momentum_buffer") for p in group.clients[0].model.parameters()]
+        buffer = group.clients[0].opt.buf  # the momentum of every parameter, one vector
         if fresh:  # nothing left: the next step starts momentum from its own gradient, as from zero
-            assert all(b is None for b in buffers)
+            assert buffer is None
         else:
-            assert all(b is not None and b.abs().sum() > 0 for b in buffers)
+            slots = [slot for slot in group.clients[0].flat.slots if slot.trainable]
+            assert buffer is not None
+            assert all(buffer[slot.offset:slot.offset + slot.numel].abs().sum() > 0 for slot in slots)
 
 
 def test_reset_optimizer_round_equals_a_fresh_client_from_the_same_model():
@@ -182,7 +183,7 @@ def test_reset_optimizer_round_equals_a_fresh_client_from_the_same_model():
     group.aggregate(out)
     fresh, _, _ = _group(cfg)
     fresh.load_state(group.state())
-    fresh.clients[0].opt.state.clear()
+    fresh.clients[0].opt.reset()
     a, b = np.empty_like(out), np.empty_like(out)
     group.train_round({0}, 2, a, "w")
     fresh.train_round({0}, 2, b, "w")
@@ -208,7 +209,7 @@ def test_round_lr_reaches_the_optimizer_and_local_work():
     group.algorithm.contribute = lambda work, *a: (seen.append(work.lr), contribute(work, *a))[1]
     out = np.empty(group.algorithm.contribution_size, np.float32)
     group.train_round({0}, 1, out, "w", lr=0.0125)
-    assert seen == [0.0125] and group.clients[0].opt.param_groups[0]["lr"] == 0.0125
+    assert seen == [0.0125] and group.clients[0].opt.lr == 0.0125
 
 
 def test_uniform_weighting_gives_every_sampled_client_weight_one():
