@@ -54,7 +54,7 @@ def worker_tensors(dataset, worker_data, device):
     """
     x = dataset.inputs(dataset.train_x[worker_data.shard]).to(device)
     y = torch.from_numpy(dataset.train_y[worker_data.shard]).to(device)
-    return x, y, x[worker_data.eval_positions], y[worker_data.eval_positions]
+    return x, y, x[worker_data.eval_positions].for_evaluation(), y[worker_data.eval_positions]
 
 
 def new_model(cfg, input_shape, num_classes, device):
@@ -183,16 +183,12 @@ def evaluate(model: torch.nn.Module, x, y: torch.Tensor, probe_size: int = 0,
     `probe_size` examples (the probe) the predictions and log-probabilities of the true labels,
     and Z when `want_z`."""
     model.eval()
-    x = Inputs.of(x)
-    # Images go through the convolutions in channels-last layout: faster on CPUs (measured
-    # in benchmarks/eval_speed.py); the logits are the same up to float rounding.
-    layout = torch.channels_last if len(x.shape) == 4 else torch.contiguous_format
+    x = Inputs.of(x)  # images go through the convolutions in channels-last layout (Inputs.chunk)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     zs, preds, logps = [], [], []
     for start in range(0, len(y), EVAL_CHUNK):
-        logits, z = model.forward_with_representation(x.rows(start, start + EVAL_CHUNK).contiguous(
-            memory_format=layout))
+        logits, z = model.forward_with_representation(x.chunk(start, start + EVAL_CHUNK))
         target = y[start:start + EVAL_CHUNK]
         correct += (logits.argmax(1) == target).sum()
         loss_sum += F.cross_entropy(logits, target, reduction="sum").double()

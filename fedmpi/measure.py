@@ -55,7 +55,8 @@ class Measurements:
         self.test_sets = {True: (test_x, test_y)}
         if test_subset is not None and len(test_subset):
             positions = torch.from_numpy(np.asarray(test_subset, dtype=np.int64))
-            self.test_sets[False] = (Inputs.of(test_x)[positions], test_y[positions])
+            # Tested at almost every logged round: normalised once (Inputs.for_evaluation).
+            self.test_sets[False] = (Inputs.of(test_x)[positions].for_evaluation(), test_y[positions])
         self.mi_params = dict(mi_params)
         self.probe_y = probe_y
         num_workers, probe_size = probe_y.shape

@@ -32,7 +32,8 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     x, y, eval_x, eval_y = worker_tensors(dataset, plan.workers[k], device)
     dataset.release()  # this rank's examples are copied: the mapped dataset's pages can go
     comm.placement()
-    comm.gather_probes(eval_x.rows(0, plan.probe_size).cpu().numpy(), eval_y[:plan.probe_size].cpu().numpy())
+    comm.gather_probes(eval_x.rows(0, plan.probe_size).contiguous().cpu().numpy(),
+                       eval_y[:plan.probe_size].cpu().numpy())
 
     group = ClientGroup(cfg, dataset, plan.workers[k], x, y, device, plan.num_clients, worker=k)
     first = 0

@@ -132,3 +132,18 @@ def test_bad_test_subset_names_the_key(data_cfg):
     with pytest.raises(UsageError, match="data.test_subset") as err:
         config.from_dict({"data": data_cfg})
     assert "\n" not in str(err.value)
+
+
+def test_evaluation_copy_gives_the_same_chunks_and_is_kept_only_when_small(monkeypatch):
+    from fedmpi import inputs
+    raw = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (20, 3, 8, 8), dtype=np.uint8))
+    x = Inputs(raw, data.CIFAR10_MEAN, data.CIFAR10_STD)
+    kept = x.for_evaluation()
+    assert kept is not x and kept.raw.dtype == torch.float32
+    assert kept.raw.is_contiguous(memory_format=torch.channels_last)
+    for a, b in ((0, 7), (7, 20)):
+        assert torch.equal(kept.chunk(a, b), x.chunk(a, b))
+        assert x.chunk(a, b).is_contiguous(memory_format=torch.channels_last)
+    assert kept.for_evaluation() is kept
+    monkeypatch.setattr(inputs, "EVAL_COPY_BYTES", 20 * 3 * 8 * 8 * 4 - 1)  # one byte short
+    assert x.for_evaluation() is x
