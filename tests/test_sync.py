@@ -1,0 +1,225 @@
+"""Sync policies (fedmpi.sync), in process: each policy's decision with exact values, the contract
+every registered policy keeps, their job-file section and bad input, the check points of the
+schedule, and a round trained in segments (the training between check points) or resumed in mid-round."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fedmpi import config
+from fedmpi.errors import UsageError
+from fedmpi.sync import SYNC_POLICIES, WorkerView, build_policy
+from fedmpi.sync.base import FIXED, to_fixed
+from fedmpi.sync.dynamic import DynamicParams, squared_distance
+from fedmpi.sync.information import InformationParams
+
+# ------------------------------------------------------------------ periodic
+
+
+def test_periodic_makes_every_check_point_a_sync_point_without_any_collective():
+    policy = build_policy("periodic")
+    assert policy.check_values == () and policy.measure_values == () and policy.init_state() == {}
+    state = {}
+    for final in (False, False, True):
+        synced, state = policy.decide(state, np.zeros(0), final)
+        assert synced and state == {}
+
+
+# ------------------------------------------------------------------ dynamic
+
+def _dynamic(delta=1.0):
+    return build_policy("dynamic", DynamicParams(delta=delta))
+
+
+def test_dynamic_signal_counts_clients_beyond_delta_and_sums_their_squared_distances():
+    policy = _dynamic(delta=1.0)
+    r = np.zeros(4, np.float32)
+    near = np.array([0.5, 0, 0, 0], np.float32)  # ||.||^2 = 0.25
+    far = np.array([1, 1, 0, 0], np.float32)  # 2.0
+    out = np.full(3, -1.0)
+    policy.signal(WorkerView((near, far), r), out)
+    np.testing.assert_array_equal(out, [1, 2_250_000_000, 2])  # violations, distance in nano-units, clients
+    policy.signal(WorkerView((near, np.array([1, 0, 0, 0], np.float32)), r), out)
+    np.testing.assert_array_equal(out, [0, 1_250_000_000, 2])  # exactly Delta is no violation
+    policy.signal(WorkerView((), r), out)  # none of this worker's clients trains this round
+    np.testing.assert_array_equal(out, [0, 0, 0])
+    policy.signal(WorkerView((np.array([np.nan, 0, 0, 0], np.float32),), r), out)
+    assert out[0] == 1 and out[2] == 1  # a diverged client is a violation
+
+
+def test_dynamic_decides_from_the_summed_check_and_counts():
+    policy = _dynamic(delta=1.0)
+    state = policy.init_state()
+    assert list(state) == list(policy.state_keys) == ["checks", "violations", "distance"]
+    assert math.isnan(state["distance"])
+    synced, state = policy.decide(state, np.array([0.0, 1e9, 4.0]), final=False)
+    assert not synced and state == {"checks": 1.0, "violations": 0.0, "distance": 0.25}
+    synced, state = policy.decide(state, np.array([2.0, 10e9, 4.0]), final=False)
+    assert synced and state == {"checks": 2.0, "violations": 2.0, "distance": 2.5}
+    synced, state = policy.decide(state, np.array([0.0, 0.0, 0.0]), final=True)  # the last check point
+    assert synced and state["checks"] == 3 and state["violations"] == 2 and math.isnan(state["distance"])
+
+
+def test_squared_distance_is_float64_over_the_whole_vector():
+    a = np.array([1e4, 1.0], np.float32)
+    assert squared_distance(a, np.zeros(2, np.float32)) == 1e8 + 1.0
+
+
+@pytest.mark.parametrize("delta", [0, -1.0, float("nan"), float("inf"), True, "1"])
+def test_dynamic_refuses_a_delta_that_is_no_positive_number(delta):
+    with pytest.raises(ValueError, match=r"^delta must be a number > 0"):
+        DynamicParams(delta=delta).check()
+
+
+# ------------------------------------------------------------------ information
+
+def _information(**values):
+    return build_policy("information", InformationParams(**values))
+
+
+def test_information_measures_the_head_bound_lost_by_averaging_on_the_given_examples():
+    policy = _information(examples=7)
+    local, global_model = np.ones(3, np.float32), np.zeros(3, np.float32)
+    asked = []
+
+    def head_bound(theta, n):
+        asked.append(n)
+        return 1.5 if theta is local else 1.25
+
+    out = np.full(2, -1.0)
+    policy.measure(WorkerView((), global_model, local, head_bound), out)
+    np.testing.assert_array_equal(out, [250_000_000, 1])  # 0.25 nats lost, one worker with a say
+    assert asked == [7, 7]
+    policy.measure(WorkerView((), global_model, None, head_bound), out)  # no client of it trained
+    np.testing.assert_array_equal(out, [0, 0])
+
+
+def test_information_doubles_the_period_while_averaging_is_harmless_and_halves_it_when_not():
+    policy = _information(threshold=0.05, min_period=1, max_period=4)
+    state = policy.init_state()
+    assert state["period"] == 1 and state["since"] == 0 and math.isnan(state["loss"])
+    decisions = []
+
+    def check(final=False):
+        nonlocal state
+        synced, state = policy.decide(state, np.zeros(0), final)
+        decisions.append(synced)
+
+    def measured(losses):
+        nonlocal state
+        state = policy.measured(state, np.array([sum(to_fixed(x) for x in losses), len(losses)]))
+
+    check()
+    measured([0.03, 0.01])  # mean 0.02 <= 0.05: harmless
+    assert state["period"] == 2 and state["loss"] == pytest.approx(0.02, abs=1e-12)
+    check(), check()
+    measured([0.0, -0.01])  # averaging helped
+    assert state["period"] == 4
+    for _ in range(4):
+        check()
+    measured([0.0])
+    assert state["period"] == 4  # max_period
+    for _ in range(4):
+        check()
+    measured([0.2, 0.0])  # mean 0.1 > 0.05: averaging destroyed information
+    assert state["period"] == 2 and state["loss"] == pytest.approx(0.1, abs=1e-12)
+    check(final=True)  # the last check point is a sync point whatever the period (here 2)
+    assert decisions == [True, False, True] + [False, False, False, True] * 2 + [True]
+    assert state["measured"] == 4 and state["since"] == 0
+    measured([1.0])
+    measured([1.0])
+    assert state["period"] == 1  # min_period
+    before = dict(state)
+    state = policy.measured(state, np.array([0.0, 0.0]))  # no worker had a say: nothing learnt
+    assert state == dict(before, measured=before["measured"] + 1)
+
+
+@pytest.mark.parametrize("values,key", [
+    ({"threshold": 0}, "threshold"), ({"threshold": -0.1}, "threshold"), ({"examples": 1}, "examples"),
+    ({"min_period": 0}, "min_period"), ({"min_period": 4, "max_period": 2}, "max_period")])
+def test_information_refuses_parameters_out_of_range_naming_them(values, key):
+    with pytest.raises(ValueError, match=rf"^{key} must be"):
+        InformationParams(**values).check()
+
+
+def test_fixed_point_values_sum_exactly_in_any_order():
+    """What lets MPI's reduction tree and the reference's loop agree bit for bit."""
+    rng = np.random.default_rng(0)
+    values = np.array([to_fixed(x) for x in rng.normal(0, 1.0, 50)])
+    sums = {float(np.sum(rng.permutation(values))) for _ in range(20)}
+    assert len(sums) == 1 and all(v == int(v) for v in values)
+    assert to_fixed(0.25) == 250_000_000 and FIXED == 1e-9
+
+
+# ------------------------------------------------------------------ every registered policy
+
+@pytest.mark.parametrize("name", list(SYNC_POLICIES))
+def test_policy_contract(name):
+    policy = build_policy(name)
+    state = policy.init_state()
+    assert list(state) == list(policy.state_keys) and all(isinstance(v, float) for v in state.values())
+    frozen = dict(state)
+    rng = np.random.default_rng(1)
+    models = tuple(rng.normal(0, 1, 10).astype(np.float32) for _ in range(2))
+    view = WorkerView(models, np.zeros(10, np.float32), models[0], lambda theta, n: float(theta[0]))
+    signal = np.full(len(policy.check_values), np.nan)
+    policy.signal(view, signal)
+    measure = np.full(len(policy.measure_values), np.nan)
+    policy.measure(view, measure)
+    for values in (signal, measure):  # integers only: exact sums in any order
+        assert np.isfinite(values).all() and (values == np.rint(values)).all()
+    synced, after = policy.decide(state, signal, final=True)
+    assert synced and list(after) == list(policy.state_keys)
+    assert policy.decide(state, signal, final=True) == (synced, after)  # deterministic
+    after = policy.measured(after, measure)
+    assert list(after) == list(policy.state_keys)
+    assert state == frozen  # the caller's state is never changed in place
+    assert isinstance(policy.describe(after), str)
+
+
+# ------------------------------------------------------------------ the job file
+
+def test_sync_policy_section_names_a_registered_policy_with_its_parameters():
+    assert config.from_dict({}).sync.policy.name == "periodic"
+    cfg = config.from_dict({"sync": {"every": 4, "policy": {"name": "dynamic", "delta": 0.5}}})
+    assert (cfg.sync.policy.name, cfg.sync.policy.delta, cfg.sync.every) == ("dynamic", 0.5, 4)
+    assert config.from_dict(config.to_dict(cfg)) == cfg  # the resolved YAML round-trips
+    assert config.from_dict({"sync": {"policy": "information"}}).sync.policy.params == InformationParams()
+    cfg = config.load(None, ["sync.policy.name=information", "sync.policy.threshold=0.1"])
+    assert cfg.sync.policy.threshold == 0.1
+    for name in SYNC_POLICIES:
+        assert config.from_dict({"sync": {"policy": name}}).sync.policy.params == SYNC_POLICIES[name].params()
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"policy": "sometimes"}, "config: sync.policy.name must be one of periodic, dynamic, information; "
+                              "got 'sometimes'"),
+    ({"policy": {"name": "dynamic", "delta": 0}}, "config: sync.policy.delta must be a number > 0"),
+    ({"policy": {"name": "dynamic", "delta": -2}}, "config: sync.policy.delta must be a number > 0"),
+    ({"policy": {"name": "dynamic", "delta": "far"}}, "config: sync.policy.delta must be a number, got 'far'"),
+    ({"policy": {"name": "information", "threshold": 0}}, "config: sync.policy.threshold must be a number > 0"),
+    ({"policy": {"name": "information", "min_period": 3, "max_period": 2}},
+     "config: sync.policy.max_period must be an integer >= min_period (3), got 2"),
+    ({"policy": {"name": "periodic", "delta": 1}}, "config: unknown key 'sync.policy.delta' for sync.policy "
+                                                   "'periodic'; allowed: name"),
+])
+def test_bad_sync_policy_input_is_one_line_naming_the_key(raw, message):
+    with pytest.raises(UsageError) as err:
+        config.from_dict({"sync": raw})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_cosine_schedule_needs_periodic_sync():
+    config.from_dict({"train": {"lr_schedule": "cosine"}})
+    with pytest.raises(UsageError, match="train.lr_schedule 'cosine' needs the number of sync points in advance, "
+                                         "and sync.policy 'dynamic'"):
+        config.from_dict({"train": {"lr_schedule": "cosine"}, "sync": {"policy": "dynamic"}})
+
+
+def test_every_job_file_without_a_policy_is_periodic():
+    from conftest import ROOT
+    for path in sorted((ROOT / "jobs").glob("*.yaml")):
+        assert config.load(str(path)).sync.policy.name == "periodic", path
