@@ -8,9 +8,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from fedmpi import config
+from fedmpi import config, data, observe
 from fedmpi.errors import UsageError
+from fedmpi.local import ClientGroup, probe_bounds, worker_tensors
+from fedmpi.plan import Schedule, WorkerData, make_plan
+from fedmpi.protocol import PolicyBuffers, Position
 from fedmpi.sync import SYNC_POLICIES, WorkerView, build_policy
 from fedmpi.sync.base import FIXED, to_fixed
 from fedmpi.sync.dynamic import DynamicParams, squared_distance
@@ -223,3 +227,131 @@ def test_every_job_file_without_a_policy_is_periodic():
     from conftest import ROOT
     for path in sorted((ROOT / "jobs").glob("*.yaml")):
         assert config.load(str(path)).sync.policy.name == "periodic", path
+
+
+# ------------------------------------------------------------------ check points of the schedule
+
+def test_runtime_logging_of_sync_points_matches_the_periodic_schedule():
+    for trace_every, mi_every, total in ((1, 1, 10), (2, 1, 7), (3, 2, 20), (1, 3, 10)):
+        s = Schedule(total_steps=total, sync_every=1, trace_every=trace_every, mi_every=mi_every, mi_on=True)
+        logged = s.logged_rounds()
+        for i in range(s.num_rounds):
+            final = i == s.num_rounds - 1
+            assert s.logs(i, final) == (i in logged)
+            assert s.mi_at(i, final) == (i in logged and (logged.index(i) % mi_every == 0 or final))
+            if s.logs(i, final):
+                assert logged.index(i) == i // trace_every  # the row of a logged sync point
+
+
+def test_dynamic_runs_log_the_sync_points_they_make():
+    s = Schedule(total_steps=100, sync_every=10, trace_every=2, mi_every=2, mi_on=True)
+    assert s.num_checks == 10
+    # Sync points made at run time, say 0..4; the 5th is at the last check point.
+    assert [i for i in range(5) if s.logs(i, final=i == 4)] == [1, 3, 4]
+    assert [i for i in range(5) if s.mi_at(i, final=i == 4)] == [1, 4]  # rows 0 and 2 (the last)
+
+
+def test_interval_steps_count_the_sampled_clients_of_the_round_under_way():
+    cfg = config.from_dict({"data": {"name": "synthetic", "samples_per_worker": 64, "probe_size": 8},
+                            "clients": {"total": 4, "per_round": 2}, "train": {"batch_size": 8, "epochs": 2},
+                            "sync": {"every": 3}})
+    plan = make_plan(cfg, np.repeat(np.arange(10), 100), 100, 2)
+    steps = plan.interval_steps(5, 1)  # check point 5 in round 1: the last interval, 16 - 15 = 1 step
+    np.testing.assert_array_equal(np.flatnonzero(steps), plan.sampled(1))
+    assert set(steps[steps > 0]) == {1}
+    np.testing.assert_array_equal(plan.steps_in(2), plan.interval_steps(2, 2))
+
+
+def test_position_counts_check_points_and_sync_points_and_survives_a_checkpoint():
+    policy = _information(min_period=2)
+    position = Position.start(policy)
+    assert [position.decide(policy, np.zeros(0), final=False) for _ in range(4)] == [False, True, False, True]
+    assert (position.next_check, position.syncs) == (4, 2)
+    position.measured(policy, np.array([0.0, 1.0]))
+    again = Position.restore(position.saved())
+    assert (again.next_check, again.syncs, again.policy_state) == (4, 2, position.policy_state)
+    bufs = PolicyBuffers(3, with_stop=True)
+    bufs.values[:] = 1
+    bufs.set_stop(True)
+    assert bufs.send.tolist() == [1, 1, 1, 1] and not bufs.stopping
+    bufs.recv[:] = bufs.send
+    assert bufs.stopping and bufs.summed.tolist() == [1, 1, 1]
+
+
+# ------------------------------------------------------------------ a round in segments
+
+def _cfg(**sections) -> config.Config:
+    raw = {"seed": 2, "model": {"name": "lenet", "width": 0.5}, "device": "cpu",
+           "data": {"name": "synthetic", "probe_size": 16, "eval_size": 0},
+           "train": {"batch_size": 16, "lr": 0.05, "momentum": 0.9}}
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return config.from_dict(raw)
+
+
+def _group(cfg, sizes=(64, 48)):
+    dataset = data.synthetic(sum(sizes), 4, seed=3)
+    bounds = np.cumsum((0,) + tuple(sizes))
+    wd = WorkerData(np.arange(bounds[-1], dtype=np.int64), np.arange(32), np.arange(16), tuple(range(len(sizes))),
+                    tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])))
+    x, y, ex, ey = worker_tensors(dataset, wd, "cpu")
+    return ClientGroup(cfg, dataset, wd, x, y, "cpu", num_clients=len(sizes), worker=0), ex, ey
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "scaffold"])
+def test_a_round_in_segments_is_the_round_in_one_piece(algorithm):
+    cfg = _cfg(algorithm={"name": algorithm})
+    whole, _, _ = _group(cfg)
+    parts, _, _ = _group(cfg)
+    a = np.empty(whole.algorithm.contribution_size, np.float32)
+    b = np.empty_like(a)
+    for _ in range(2):  # two rounds, so SCAFFOLD's variates of the first (K = 8 steps) are used in the second
+        loss_whole = whole.train_round({0, 1}, 8, a, "w", lr=0.05)
+        parts.begin_round({0, 1}, lr=0.05)
+        parts.train_segment(3, "w")
+        assert parts.in_round and len(parts.round_models()) == 2
+        parts.train_segment(5, "w")
+        loss_parts = parts.finish_round(b)
+        np.testing.assert_array_equal(a, b)
+        assert loss_parts == pytest.approx(loss_whole, rel=1e-6) and not parts.in_round
+
+
+def test_a_checkpoint_in_mid_round_resumes_exactly():
+    cfg = _cfg(train={"optimizer_state": "reset"}, algorithm={"name": "scaffold"})
+    straight, _, _ = _group(cfg)
+    out = np.empty(straight.algorithm.contribution_size, np.float32)
+    straight.train_round({0, 1}, 4, out, "w")
+    straight.begin_round({1}, lr=0.02)
+    straight.train_segment(3, "w")
+    saved = straight.state()
+    assert saved["round"]["clients"] == [1] and saved["round"]["steps"] == [3]
+    straight.train_segment(2, "w")
+    loss = straight.finish_round(out)
+    resumed, _, _ = _group(cfg)
+    resumed.load_state(saved)
+    assert resumed.in_round
+    resumed.train_segment(2, "w")
+    again = np.empty_like(out)
+    assert resumed.finish_round(again) == loss
+    np.testing.assert_array_equal(again, out)
+    assert "round" not in resumed.state()
+
+
+def test_the_views_a_worker_shows_its_policy():
+    group, ex, ey = _group(_cfg())
+    out = np.empty(group.algorithm.contribution_size, np.float32)
+    group.begin_round({0, 1})
+    group.train_segment(2, "w")
+    view = observe.check_view(group)
+    assert len(view.models) == 2 and view.global_model is group.server["theta"]
+    group.finish_round(out)
+    group.aggregate(out)
+    view = observe.sync_view(group, ex[:16], ey[:16])
+    np.testing.assert_array_equal(view.local, group.local_theta.numpy())
+    # head_bound is the trace's head bound (/bounds/head_*) when it scores the whole probe.
+    local, avg = group.evaluate(ex, ey, 16, want_z=False)
+    bounds = dict(zip(("head_local", "head_averaged"), probe_bounds(ey[:16].numpy(), local, avg)[[5, 10]]))
+    assert view.head_bound(view.local, 16) == bounds["head_local"]
+    assert view.head_bound(view.global_model, 100) == bounds["head_averaged"]  # at most the whole probe
+    assert view.head_bound(view.global_model, 8) != bounds["head_averaged"]
+    torch.testing.assert_close(torch.from_numpy(group.server["theta"]), group.eval_flat.vector.detach())
