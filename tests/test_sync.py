@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fedmpi import config, data, observe
+from fedmpi.console import Console
 from fedmpi.errors import UsageError
 from fedmpi.local import ClientGroup, probe_bounds, worker_tensors
 from fedmpi.plan import Schedule, WorkerData, make_plan
@@ -276,6 +277,19 @@ def test_position_counts_check_points_and_sync_points_and_survives_a_checkpoint(
     assert bufs.send.tolist() == [1, 1, 1, 1] and not bufs.stopping
     bufs.recv[:] = bufs.send
     assert bufs.stopping and bufs.summed.tolist() == [1, 1, 1]
+
+
+def test_console_counts_steps_and_sync_points_when_the_policy_decides_them(capsys, monkeypatch):
+    clock = iter([0.0, 0.0, 5.0, 10.0, 10.0])
+    monkeypatch.setattr("fedmpi.console.time.perf_counter", lambda: next(clock))
+    console = Console("job", num_rounds=None, total_steps=400, live=False)
+    console.start("header")
+    console.check_point(100)
+    console.sync_point(0, 200)
+    console.round(0, 1.0, 0.5, np.array([0.4, 0.6]), np.array([0.5, 0.5]))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("[job] step 200/400, 1 sync points  round 1: epoch 1.00  test 0.500")
+    assert line.endswith("20.0 steps/s  eta 0:10")
 
 
 # ------------------------------------------------------------------ a round in segments
