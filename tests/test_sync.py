@@ -362,10 +362,28 @@ def test_the_views_a_worker_shows_its_policy():
     group.aggregate(out)
     view = observe.sync_view(group, ex[:16], ey[:16])
     np.testing.assert_array_equal(view.local, group.local_theta.numpy())
-    # head_bound is the trace's head bound (/bounds/head_*) when it scores the whole probe.
     local, avg = group.evaluate(ex, ey, 16, want_z=False)
-    bounds = dict(zip(("head_local", "head_averaged"), probe_bounds(ey[:16].numpy(), local, avg)[[5, 10]]))
-    assert view.head_bound(view.local, 16) == bounds["head_local"]
-    assert view.head_bound(view.global_model, 100) == bounds["head_averaged"]  # at most the whole probe
-    assert view.head_bound(view.global_model, 8) != bounds["head_averaged"]
-    torch.testing.assert_close(torch.from_numpy(group.server["theta"]), group.eval_flat.vector.detach())
+    plain = dict(zip(("head_local", "head_averaged"), probe_bounds(ey[:16].numpy(), local, avg)[[5, 10]]))
+    labels = ey[:16].numpy()
+    if len(np.unique(labels)) == 10:  # every class present: the trace's head bound (/bounds/head_*)
+        assert view.head_bound(view.local, 16) == pytest.approx(plain["head_local"], abs=1e-12)
+    else:  # restricted to the labels present: a valid bound, never below the plain one
+        assert view.head_bound(view.local, 16) >= plain["head_local"] - 1e-12
+        assert view.head_bound(view.global_model, 16) >= plain["head_averaged"] - 1e-12
+    assert view.head_bound(view.global_model, 100) == view.head_bound(view.global_model, 16)  # the whole probe
+    assert view.head_bound(view.global_model, 8) != view.head_bound(view.global_model, 16)
+
+
+def test_the_head_bound_is_restricted_to_the_labels_present():
+    logits = torch.tensor([[0.0, math.log(3.0), 0.0], [0.0, 0.0, 5.0]], dtype=torch.float64)
+    # Labels {0, 1} present: softmax over classes 0 and 1 only; class 2 is left out.
+    np.testing.assert_allclose(observe.restricted_log_prob(logits, np.array([0, 1])),
+                               [math.log(0.25), math.log(0.5)], rtol=1e-15)
+    np.testing.assert_allclose(observe.restricted_log_prob(logits, np.array([1, 1])), [0.0, 0.0])
+    full = torch.log_softmax(logits.double(), dim=1)
+    np.testing.assert_allclose(observe.restricted_log_prob(logits, np.array([0, 2])),
+                               [math.log(0.5), float(full[1, 2] - torch.logsumexp(full[1, [0, 2]], 0))],
+                               rtol=1e-12)
+    every = torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    np.testing.assert_array_equal(observe.restricted_log_prob(every, np.array([2, 0, 1])),
+                                  torch.log_softmax(every, dim=1)[[0, 1, 2], [2, 0, 1]].numpy())

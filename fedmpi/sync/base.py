@@ -64,8 +64,9 @@ class WorkerView:
       point: the one it just made);
     local: after a sync point, the worker's local model before it (the weighted mean of its
       clients that trained), None when none trained or at a check point;
-    head_bound: head_bound(theta, n) = H(Y) - CE of model theta's own classifier on the first n
-      examples of the worker's probe, nats (fedmpi.info.bounds.variational_bound).
+    head_bound: head_bound(theta, n) = H(Y) - CE of model theta's own classifier, its softmax
+      restricted to the labels present, on the first n examples of the worker's probe, nats
+      (a variational bound on I(Z;Y), fedmpi.observe).
     """
 
     models: tuple[np.ndarray, ...]
