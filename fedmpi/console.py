@@ -6,6 +6,9 @@ progress line at least every `PLAIN_PROGRESS_S`, so logs stay readable and
 never go quiet for long. The ETA comes from measured progress: local steps
 per second over the recent sync points (`Pace`), times the steps still to
 come; it is not extrapolated from when a line happens to be printed.
+Under a sync policy that decides its sync points at run time (fedmpi.sync)
+their number is not known ahead, so progress counts local steps of the
+total and the sync points made so far.
 mpirun hands rank 0 a pipe even when it runs in a terminal, so `--progress
 live` asks for the live display explicitly; it works wherever the launcher
 passes output through unchanged (MPICH's and Open MPI's do). Workers print
