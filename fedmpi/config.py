@@ -132,7 +132,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
-    every: int = 100  # local batches (or epochs, see unit) between sync points
+    every: int = 100  # local batches (or epochs, see unit) between check points (sync points under periodic)
     # batches: every client takes `every` steps per round; epochs: each client runs `every` epochs
     # of its own data, ceil(n_c / batch_size) steps each, so clients of different sizes differ.
     unit: Literal["batches", "epochs"] = "batches"
@@ -194,7 +194,7 @@ class ClientsConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 10  # sync points between checkpoints; 0: only when SIGTERM/SIGUSR1 asks for one
+    every: int = 10  # check points (sync points under periodic sync) between checkpoints; 0: only on a signal
 
     def check(self) -> None:
         _require(self.every >= 0, "checkpoint.every", "an integer >= 0 (0 = only on a signal)", self.every)
@@ -222,6 +222,9 @@ class Config:
             raise UsageError(f"config: train.lr_schedule 'cosine' needs the number of sync points in advance, "
                              f"and sync.policy {self.sync.policy.name!r} decides them at run time; use "
                              "train.lr_schedule constant or step with it")
+        if self.sync.policy.name == "information" and self.data.probe_size < 2:
+            raise UsageError(f"config: data.probe_size must be at least 2 with sync.policy 'information', which "
+                             f"scores the models' heads on the probe; got {self.data.probe_size}")
 
 
 def _require(ok: bool, key: str, allowed: str, got: Any) -> None:

@@ -224,6 +224,11 @@ def test_a_cosine_schedule_needs_periodic_sync():
         config.from_dict({"train": {"lr_schedule": "cosine"}, "sync": {"policy": "dynamic"}})
 
 
+def test_information_needs_a_probe_of_two_examples():
+    with pytest.raises(UsageError, match="data.probe_size must be at least 2 with sync.policy 'information'"):
+        config.from_dict({"data": {"probe_size": 1, "eval_size": 0}, "sync": {"policy": "information"}})
+
+
 def test_every_job_file_without_a_policy_is_periodic():
     from conftest import ROOT
     for path in sorted((ROOT / "jobs").glob("*.yaml")):
