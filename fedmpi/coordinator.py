@@ -1,13 +1,15 @@
 """The coordinator loop (rank 0): aggregate, evaluate, measure, write the trace.
 
-It trains nothing. At every sync point it joins the sum of the workers'
-contributions (giving zeros) and turns it into the global model as every
-rank does (fedmpi.protocol); at logged rounds it collects the workers'
+It trains nothing. At every check point it joins the sync policy's check
+collective when the policy has one (fedmpi.sync) and decides, as every rank
+does, whether it is a sync point. At every sync point it joins the sum of
+the workers' contributions (giving zeros) and turns it into the global
+model as every rank does (fedmpi.protocol); at logged rounds it collects the workers'
 metrics and representations and hands the global model and the
 representations to its measurement thread (test accuracy, mutual
 information), which works while the workers train towards the next sync
 point. A round is written to the trace once its test accuracy is known; MI
-values follow when estimated. Every `checkpoint.every` rounds, and when a
+values follow when estimated. Every `checkpoint.every` check points, and when a
 rank got SIGTERM/SIGUSR1, it collects the workers' states, waits for the
 measurements to catch up and writes one checkpoint next to the trace.
 """

@@ -3,14 +3,15 @@
 At a check point: the models of its clients that train in the current
 round, as they are now, and the global model of the last sync point (the
 reference r of dynamic averaging). After a sync point: its local model
-before the sync point, the new global model, and `head_bound`, which scores
-a model's own classifier on the first n examples of the worker's probe.
+before the sync point, the new global model, and `log_q`, which scores a
+model's own classifier on the first n examples of the worker's probe.
 Shared by the MPI worker and the single-process reference, so both show
 their policies the same numbers.
 
-`head_bound` is the variational bound H(Y) + E ln q(Y|Z) <= I(Z;Y) (Barber
-and Agakov 2003; fedmpi.info.bounds.variational_bound) with q the model's
-softmax **restricted to the labels present among the scored examples**:
+`log_q` gives ln q'(y_i|z_i) per example, where H(Y) + E ln q'(Y|Z) <= I(Z;Y)
+is the variational bound (Barber and Agakov 2003;
+fedmpi.info.bounds.variational_bound) with q' the model's softmax
+**restricted to the labels present among the scored examples**:
 q'(y|z) = q(y|z) / sum_{y' in S} q(y'|z) for y in S. Y takes values in S on
 those examples, so q' is a conditional distribution of Y given Z and the
 bound holds for it; as q' >= q on S it is never below the plain head bound
@@ -50,13 +51,12 @@ def sync_view(group: ClientGroup, probe_x: torch.Tensor, probe_y: torch.Tensor) 
     labels = probe_y.cpu().numpy()
 
     @torch.no_grad()
-    def head_bound(theta: np.ndarray, n: int) -> float:
-        from fedmpi.info import bounds  # here, not at import: fedmpi.info loads scipy
+    def log_q(theta: np.ndarray, n: int) -> np.ndarray:
         n = min(n, len(labels))
         group.eval_flat.assign(torch.from_numpy(theta))
         group.evaluator.eval()
         logits = torch.cat([group.evaluator(probe_x[s:min(s + EVAL_CHUNK, n)]) for s in range(0, n, EVAL_CHUNK)])
-        return bounds.variational_bound(restricted_log_prob(logits, labels[:n]), labels[:n]).value
+        return restricted_log_prob(logits, labels[:n])
 
     local = None if group.local_theta is None else group.local_theta.numpy()
-    return WorkerView((), group.server["theta"], local, head_bound)
+    return WorkerView((), group.server["theta"], local, log_q)

@@ -1,9 +1,13 @@
 """The worker loop: train the own clients, join every sync point, report.
 
-Round protocol (fedmpi.protocol, docs/design.md): each round the worker
-trains its sampled clients for the round's local steps, writes the sum of
-their contributions into the round buffer, joins the sync point, and turns
-the sum into the next global model as every rank does. At logged rounds it
+Round protocol (fedmpi.protocol, docs/design.md): at every check point the
+worker's sampled clients take the steps up to it; with a sync policy that
+checks (fedmpi.sync), the worker adds its signal to the check collective;
+every rank's policy decides alike whether the check point is a sync point.
+At a sync point the worker writes the sum of its clients' contributions into
+the round buffer, joins the sync point, and turns the sum into the next
+global model as every rank does (then, for a policy that measures, adds its
+measurement to the policy's collective). At logged sync points it
 evaluates its local model and the global one on its evaluation subset,
 computes the bounds on I(Z;Y) of its probe under both and Z when due, and reports them to the
 coordinator.
@@ -50,6 +54,7 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
     bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
     probe_x, probe_y = eval_x[:plan.probe_size], eval_y[:plan.probe_size]
+    probe_labels = probe_y.cpu().numpy()
     z_buf = np.empty((2, plan.probe_size, group.evaluator.representation_dim), dtype=np.float32)  # (2, P, D)
     down = np.empty(group.size + 1, dtype=np.float32)  # [theta | stop] of a gathered compressed sync point
     div_buf = np.empty(2 * group.size, dtype=np.float32)  # [local model | its update], trace.divergence
@@ -91,7 +96,7 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
                 times["eval"] += time.perf_counter() - t2
                 metrics_buf[:] = (local.accuracy, local.loss, avg.accuracy, avg.loss, train_loss,
                                   times["train"], times["eval"], times["sync"])
-                bounds_buf[:] = probe_bounds(probe_y.cpu().numpy(), local, avg)
+                bounds_buf[:] = probe_bounds(probe_labels, local, avg)
                 if want_z:
                     z_buf[0], z_buf[1] = local.z_probe.numpy(), avg.z_probe.numpy()
                 comm.report(metrics_buf, bounds_buf, z_buf if want_z else None)

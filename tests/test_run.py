@@ -427,8 +427,11 @@ def test_every_sync_policy_equals_the_reference_and_counts_its_collectives(tmp_p
     # collective ([values] float64) and the report (metrics, bounds, counts).
     P = int(got["num_params"])
     report = 8 * 8 + 12 * 8 + 4 * 8
-    n_check = {"periodic": 0, "dynamic": 3 + 1, "information": 0}[policy]
-    n_measure = {"periodic": 0, "dynamic": 0, "information": 2}[policy]
+    from fedmpi.sync import build_policy
+    rule = build_policy(policy)
+    n_check = len(rule.check_values) + 1 if rule.check_values else 0  # float64 values and the stop flag
+    n_measure = len(rule.measure_values)
+    assert (n_check, n_measure) == {"periodic": (0, 0), "dynamic": (4, 0), "information": (0, 3)}[policy]
     collectives = np.diff(sync["check_index"]) if n_check else np.zeros(syncs - 1, np.int64)
     up = 4 * (P + 2) + 8 * n_check * collectives + 8 * n_measure + report
     down = 4 * (P + 2) + 8 * n_check * collectives + 8 * n_measure

@@ -85,25 +85,33 @@ def _information(**values):
     return build_policy("information", InformationParams(**values))
 
 
-def test_information_measures_the_head_bound_lost_by_averaging_on_the_given_examples():
-    policy = _information(examples=7)
+def test_information_measures_the_head_bound_lost_by_averaging_and_its_paired_standard_error():
+    policy = _information(examples=4)
     local, global_model = np.ones(3, np.float32), np.zeros(3, np.float32)
     asked = []
 
-    def head_bound(theta, n):
+    def log_q(theta, n):
         asked.append(n)
-        return 1.5 if theta is local else 1.25
+        # ln q' per example; the differences local - global are 0.1, 0.2, 0.3, 0.4: mean 0.25,
+        # sample variance 1/60, standard error^2 = (1/60) / 4.
+        return np.log([0.5, 0.4, 0.9, 0.8]) + (np.array([0.1, 0.2, 0.3, 0.4]) if theta is local else 0.0)
 
-    out = np.full(2, -1.0)
-    policy.measure(WorkerView((), global_model, local, head_bound), out)
-    np.testing.assert_array_equal(out, [250_000_000, 1])  # 0.25 nats lost, one worker with a say
-    assert asked == [7, 7]
-    policy.measure(WorkerView((), global_model, None, head_bound), out)  # no client of it trained
-    np.testing.assert_array_equal(out, [0, 0])
+    out = np.full(3, -1.0)
+    policy.measure(WorkerView((), global_model, local, log_q), out)
+    np.testing.assert_array_equal(out, [250_000_000, round(1e9 / 240), 1])
+    assert asked == [4, 4]
+    policy.measure(WorkerView((), global_model, None, log_q), out)  # no client of it trained
+    np.testing.assert_array_equal(out, [0, 0, 0])
+
+
+def _measured(policy, state, losses, se=0.0):
+    """The state after a measurement of these workers' losses, each with standard error se."""
+    return policy.measured(state, np.array([sum(to_fixed(x) for x in losses), to_fixed(se * se) * len(losses),
+                                            len(losses)]))
 
 
 def test_information_doubles_the_period_while_averaging_is_harmless_and_halves_it_when_not():
-    policy = _information(threshold=0.05, min_period=1, max_period=4)
+    policy = _information(threshold=0.05, z=0.0, min_period=1, max_period=4)
     state = policy.init_state()
     assert state["period"] == 1 and state["since"] == 0 and math.isnan(state["loss"])
     decisions = []
@@ -115,11 +123,11 @@ def test_information_doubles_the_period_while_averaging_is_harmless_and_halves_i
 
     def measured(losses):
         nonlocal state
-        state = policy.measured(state, np.array([sum(to_fixed(x) for x in losses), len(losses)]))
+        state = _measured(policy, state, losses)
 
     check()
     measured([0.03, 0.01])  # mean 0.02 <= 0.05: harmless
-    assert state["period"] == 2 and state["loss"] == pytest.approx(0.02, abs=1e-12)
+    assert state["period"] == 2 and state["loss"] == pytest.approx(0.02, abs=1e-12) and state["loss_se"] == 0
     check(), check()
     measured([0.0, -0.01])  # averaging helped
     assert state["period"] == 4
@@ -138,12 +146,30 @@ def test_information_doubles_the_period_while_averaging_is_harmless_and_halves_i
     measured([1.0])
     assert state["period"] == 1  # min_period
     before = dict(state)
-    state = policy.measured(state, np.array([0.0, 0.0]))  # no worker had a say: nothing learnt
+    state = policy.measured(state, np.array([0.0, 0.0, 0.0]))  # no worker had a say: nothing learnt
     assert state == dict(before, measured=before["measured"] + 1)
 
 
+def test_information_moves_the_period_only_on_evidence_beyond_z_standard_errors():
+    policy = _information(threshold=0.05, z=2.0, min_period=1, max_period=16)
+    state = dict(policy.init_state(), period=4.0)
+    # Two workers, each loss with standard error 0.02: the mean's is 0.02 / sqrt(2).
+    se = 0.02 / math.sqrt(2)
+    state = _measured(policy, state, [0.04, 0.04], se=0.02)  # 0.04 + 2 se = 0.068 > 0.05: cannot tell
+    assert state["period"] == 4 and state["loss_se"] == pytest.approx(se, rel=1e-6)
+    state = _measured(policy, state, [0.07, 0.07], se=0.02)  # 0.07 - 2 se = 0.042 <= 0.05: cannot tell
+    assert state["period"] == 4
+    state = _measured(policy, state, [0.09, 0.09], se=0.02)  # 0.09 - 2 se = 0.062 > 0.05: harmful
+    assert state["period"] == 2
+    state = _measured(policy, state, [0.0, 0.01], se=0.01)  # 0.005 + 2 (0.01 / sqrt 2) = 0.019: harmless
+    assert state["period"] == 4
+    state = _measured(policy, state, [0.06, 0.06], se=0.0)  # no sampling error: the plain rule
+    assert state["period"] == 2
+
+
 @pytest.mark.parametrize("values,key", [
-    ({"threshold": 0}, "threshold"), ({"threshold": -0.1}, "threshold"), ({"examples": 1}, "examples"),
+    ({"threshold": 0}, "threshold"), ({"threshold": -0.1}, "threshold"), ({"z": -1.0}, "z"),
+    ({"z": float("nan")}, "z"), ({"examples": 1}, "examples"),
     ({"min_period": 0}, "min_period"), ({"min_period": 4, "max_period": 2}, "max_period")])
 def test_information_refuses_parameters_out_of_range_naming_them(values, key):
     with pytest.raises(ValueError, match=rf"^{key} must be"):
@@ -169,7 +195,7 @@ def test_policy_contract(name):
     frozen = dict(state)
     rng = np.random.default_rng(1)
     models = tuple(rng.normal(0, 1, 10).astype(np.float32) for _ in range(2))
-    view = WorkerView(models, np.zeros(10, np.float32), models[0], lambda theta, n: float(theta[0]))
+    view = WorkerView(models, np.zeros(10, np.float32), models[0], lambda theta, n: np.log(np.abs(theta[:4]) + 0.1))
     signal = np.full(len(policy.check_values), np.nan)
     policy.signal(view, signal)
     measure = np.full(len(policy.measure_values), np.nan)
@@ -273,7 +299,7 @@ def test_position_counts_check_points_and_sync_points_and_survives_a_checkpoint(
     position = Position.start(policy)
     assert [position.decide(policy, np.zeros(0), final=False) for _ in range(4)] == [False, True, False, True]
     assert (position.next_check, position.syncs) == (4, 2)
-    position.measured(policy, np.array([0.0, 1.0]))
+    position.measured(policy, np.array([0.0, 0.0, 1.0]))
     again = Position.restore(position.saved())
     assert (again.next_check, again.syncs, again.policy_state) == (4, 2, position.policy_state)
     bufs = PolicyBuffers(3, with_stop=True)
@@ -370,13 +396,15 @@ def test_the_views_a_worker_shows_its_policy():
     local, avg = group.evaluate(ex, ey, 16, want_z=False)
     plain = dict(zip(("head_local", "head_averaged"), probe_bounds(ey[:16].numpy(), local, avg)[[5, 10]]))
     labels = ey[:16].numpy()
+    from fedmpi.info.bounds import variational_bound
+    head = {which: variational_bound(view.log_q(theta, 16), labels).value
+            for which, theta in (("head_local", view.local), ("head_averaged", view.global_model))}
     if len(np.unique(labels)) == 10:  # every class present: the trace's head bound (/bounds/head_*)
-        assert view.head_bound(view.local, 16) == pytest.approx(plain["head_local"], abs=1e-12)
+        assert head == pytest.approx(plain, abs=1e-12)
     else:  # restricted to the labels present: a valid bound, never below the plain one
-        assert view.head_bound(view.local, 16) >= plain["head_local"] - 1e-12
-        assert view.head_bound(view.global_model, 16) >= plain["head_averaged"] - 1e-12
-    assert view.head_bound(view.global_model, 100) == view.head_bound(view.global_model, 16)  # the whole probe
-    assert view.head_bound(view.global_model, 8) != view.head_bound(view.global_model, 16)
+        assert all(head[k] >= plain[k] - 1e-12 for k in plain)
+    np.testing.assert_array_equal(view.log_q(view.global_model, 100), view.log_q(view.global_model, 16))  # all
+    assert len(view.log_q(view.global_model, 8)) == 8
 
 
 def test_the_head_bound_is_restricted_to_the_labels_present():

@@ -64,15 +64,15 @@ class WorkerView:
       point: the one it just made);
     local: after a sync point, the worker's local model before it (the weighted mean of its
       clients that trained), None when none trained or at a check point;
-    head_bound: head_bound(theta, n) = H(Y) - CE of model theta's own classifier, its softmax
-      restricted to the labels present, on the first n examples of the worker's probe, nats
-      (a variational bound on I(Z;Y), fedmpi.observe).
+    log_q: log_q(theta, n) (n,) float64 = ln q'(y_i | z_i) of model theta's own classifier, its
+      softmax restricted to the labels present, on the first n examples of the worker's probe
+      (at most all of them): mean_i ln q' + H(Y) is a variational bound on I(Z;Y), fedmpi.observe.
     """
 
     models: tuple[np.ndarray, ...]
     global_model: np.ndarray
     local: np.ndarray | None = None
-    head_bound: Callable[[np.ndarray, int], float] | None = None
+    log_q: Callable[[np.ndarray, int], np.ndarray] | None = None
 
 
 class SyncPolicy(abc.ABC):

@@ -14,21 +14,28 @@ bound, never below the plain one, and blind to the label prior a global
 model must spread over every worker's labels whatever the period).
 
 After every sync point each worker k whose clients trained in the round
-scores, on the first `examples` examples of its probe (all of them when the
-probe, `data.probe_size`, is smaller),
+scores its local model before the sync point and the new global model on
+the first n = `examples` examples of its probe (all of them when the probe,
+`data.probe_size`, is smaller). With d_i = ln q'_local(y_i|z_i) -
+ln q'_global(y_i|z_i) (H(Y) cancels in the difference of the two bounds),
 
-    loss_k = [H(Y) - CE](local model before the sync point) - [H(Y) - CE](new global model)   (nats)
+    loss_k = mean_i d_i = [H(Y) - CE](local) - [H(Y) - CE](global)     (nats)
+    se_k^2 = var_i(d_i) / n                                            (its sampling error, paired)
 
 the label information the average lost on worker k's data (negative when
-averaging helped). One Allreduce of `[sum_k loss_k, workers]` (the losses in
-units of FIXED, so the sum is exact) gives every rank the mean loss L, and
-the period P (in check points, starting at `min_period`) is updated:
+averaging helped). One Allreduce of `[sum_k loss_k, sum_k se_k^2, workers]`
+(in units of FIXED, so the sums are exact) gives every rank the mean loss L
+over the W' workers with a say and its standard error SE = sqrt(sum se_k^2)
+/ W'. The period P (in check points, starting at `min_period`) moves only
+on evidence beyond `z` standard errors:
 
-    L > threshold:   P <- max(min_period, P / 2)     (averaging destroyed information: sync sooner)
-    otherwise:       P <- min(max_period, 2 P)       (averaging was harmless: wait longer)
+    L - z SE > threshold:    P <- max(min_period, P / 2)    (averaging destroyed information: sync sooner)
+    L + z SE <= threshold:   P <- min(max_period, 2 P)      (averaging was harmless: wait longer)
+    otherwise:               P stays                        (the measurement cannot tell)
 
 The next sync point is P check points after this one (and the last check
 point is one in any case). There is no collective between sync points.
+`z: 0` is the plain rule (halve above the threshold, double otherwise).
 
 What it measures, and its limits: the probe is drawn from the worker's own
 training shard, so both heads are scored on examples the local model was
@@ -37,15 +44,20 @@ makes the gap large when the local model has fitted its own data in a way
 the average does not keep. It sees label information in the classifier,
 not in Z alone (the decoder of fedmpi.info.decoder would, at the cost of
 shipping Z and fitting at every sync point). The measurement of a round
-decides the length of the next one. Without the restriction to the labels
-present, on a split of CIFAR-10 into classes 0-4 and 5-9 the loss stayed
-at 0.5-0.7 nats (about ln 2, the prior) even with a sync every 4 batches,
-so no threshold could tell a harmless period from a harmful one there.
+decides the length of the next one. Two things measured on CIFAR-10
+(docs/algorithms.md) shaped it: without the restriction to the labels
+present, on a split into classes 0-4 and 5-9 the loss stayed at 0.5-0.7
+nats (about ln 2, the prior) even with a sync every 4 batches, so no
+threshold could tell a harmless period from a harmful one; and with the
+plain rule (z = 0) on 256 examples, the losses of one run jumped between
+-0.02 and +0.09 nats from one sync point to the next, where the standard
+error of one such loss is 0.01 to 0.04 nats, so the period followed
+sampling noise as much as the models.
 
 State (recorded per logged sync point in /sync): `period`, the period now
-in check points; `since`, check points since the last sync point; `loss`,
-the latest mean loss L in nats (NaN before the first); `measured`, the
-number of measurements so far.
+in check points; `since`, check points since the last sync point; `loss`
+and `loss_se`, the latest mean loss L in nats and its standard error (NaN
+before the first); `measured`, the number of measurements so far.
 """
 
 from __future__ import annotations
@@ -53,20 +65,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedmpi.sync.base import FIXED, SYNC_POLICIES, SyncPolicy, to_fixed
 
 
 @dataclass(frozen=True)
 class InformationParams:
-    threshold: float = 0.05  # nats of I(Z;Y) the average may lose (mean over workers) before P halves
+    threshold: float = 0.05  # nats of I(Z;Y) the average may lose (mean over workers)
+    z: float = 2.0  # standard errors by which the loss must clear the threshold to move the period
     examples: int = 256  # probe examples per worker the heads are scored on (the whole probe if it is smaller)
     min_period: int = 1  # shortest period, check points; the first period
     max_period: int = 16  # longest period, check points
 
     def check(self) -> None:
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
-                or not (math.isfinite(self.threshold) and self.threshold > 0):
-            raise ValueError(f"threshold must be a number > 0 (nats), got {self.threshold!r}")
+        for key in ("threshold", "z"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or (key == "threshold" and value == 0):
+                raise ValueError(f"{key} must be a number {'> 0 (nats)' if key == 'threshold' else '>= 0'}, "
+                                 f"got {value!r}")
         if self.examples < 2:
             raise ValueError(f"examples must be an integer >= 2, got {self.examples!r}")
         if self.min_period < 1:
@@ -78,11 +96,12 @@ class InformationParams:
 
 @SYNC_POLICIES.register("information", InformationParams)
 class Information(SyncPolicy):
-    measure_values = ("loss", "workers")
-    state_keys = ("period", "since", "loss", "measured")
+    measure_values = ("loss", "variance", "workers")
+    state_keys = ("period", "since", "loss", "loss_se", "measured")
 
     def init_state(self):
-        return {"period": float(self.params.min_period), "since": 0.0, "loss": math.nan, "measured": 0.0}
+        return {"period": float(self.params.min_period), "since": 0.0, "loss": math.nan, "loss_se": math.nan,
+                "measured": 0.0}
 
     def decide(self, state, summed, final):
         since = state["since"] + 1
@@ -94,19 +113,28 @@ class Information(SyncPolicy):
             out[:] = 0.0
             return
         n = self.params.examples
-        out[0] = to_fixed(view.head_bound(view.local, n) - view.head_bound(view.global_model, n))
-        out[1] = 1.0
+        loss, se = paired_loss(view.log_q(view.local, n), view.log_q(view.global_model, n))
+        out[:] = to_fixed(loss), to_fixed(se * se), 1.0
 
     def measured(self, state, summed):
-        loss_sum, workers = float(summed[0]), float(summed[1])
+        loss_sum, variance_sum, workers = (float(v) for v in summed)
         if workers == 0:
             return dict(state, measured=state["measured"] + 1)
-        loss = loss_sum * FIXED / workers
-        p = self.params
-        period = max(p.min_period, state["period"] // 2) if loss > p.threshold else \
-            min(p.max_period, state["period"] * 2)
-        return dict(state, period=float(period), loss=loss, measured=state["measured"] + 1)
+        loss, se = loss_sum * FIXED / workers, math.sqrt(max(variance_sum, 0.0) * FIXED) / workers
+        p, period = self.params, state["period"]
+        if loss - p.z * se > p.threshold:
+            period = max(p.min_period, period // 2)
+        elif loss + p.z * se <= p.threshold:
+            period = min(p.max_period, period * 2)
+        return dict(state, period=float(period), loss=loss, loss_se=se, measured=state["measured"] + 1)
 
     def describe(self, state):
-        return (f"period {int(state['period'])} check point(s); latest loss {state['loss']:.4f} nats "
-                f"(threshold {self.params.threshold:g})")
+        return (f"period {int(state['period'])} check point(s); latest loss {state['loss']:.4f} "
+                f"± {state['loss_se']:.4f} nats (threshold {self.params.threshold:g}, z {self.params.z:g})")
+
+
+def paired_loss(log_q_local: np.ndarray, log_q_global: np.ndarray) -> tuple[float, float]:
+    """(mean, standard error) of the per-example differences ln q_local - ln q_global (n,), n >= 2:
+    the loss of one worker and its sampling error."""
+    d = np.asarray(log_q_local, np.float64) - np.asarray(log_q_global, np.float64)
+    return float(d.mean()), float(math.sqrt(d.var(ddof=1) / len(d)))
