@@ -33,8 +33,8 @@ from fedmpi.measure import Measurements
 from fedmpi.plan import label_counts
 from fedmpi.protocol import (BOUNDS, METRICS, PolicyBuffers, Position, RoundBuffers, checkpoint_due,
                              policy_collective, sync_point)
-from fedmpi.sync import build_policy
 from fedmpi.recorder import Recorder
+from fedmpi.sync import build_policy
 from fedmpi.tensorboard import Board
 from fedmpi.trace import TraceWriter
 

@@ -1,11 +1,14 @@
 """The same algorithm in one process, without MPI: the reference for the MPI run.
 
-It builds the same plan and the same `ClientGroup` per worker, runs the
-workers one after another, sums their payloads in rank order as the
-collective does and hands the sum to the same algorithm. An MPI run of a job
-and `run_reference` of the same job (CPU, same seed, same number of workers)
-must agree to float32 rounding; tests hold them to it, for every registered
-algorithm. It is slow by design (no parallelism) and meant for small jobs.
+It builds the same plan and the same `ClientGroup` per worker, walks the
+same check points, runs the workers one after another, sums their payloads
+(and their sync policy's check and measurement values) in rank order as the
+collectives do and hands the sums to the same algorithm and policy. An MPI
+run of a job and `run_reference` of the same job (CPU, same seed, same
+number of workers) must agree to float32 rounding, and take the same sync
+decisions; tests hold them to it, for every registered algorithm,
+compressor and sync policy. It is slow by design (no parallelism) and meant
+for small jobs.
 """
 
 from __future__ import annotations
