@@ -216,7 +216,9 @@ def _run_job(comm, args) -> int:
         from fedmpi.console import Console
         from fedmpi.coordinator import run_coordinator
         live = {"auto": None, "live": True, "plain": False}[args.progress]
-        console = Console(job, plan.schedule.num_rounds, plan.schedule.total_steps, live=live)
+        # Under a sync policy other than periodic the number of sync points is known only at the end.
+        rounds = plan.schedule.num_rounds if cfg.sync.policy.name == "periodic" else None
+        console = Console(job, rounds, plan.schedule.total_steps, live=live)
         return run_or_abort(comm, lambda: run_coordinator(comm, cfg, dataset, plan, trace_path, job, console, stop,
                                                           resume_state if resuming else None))
     from fedmpi.worker import run_worker

@@ -3,10 +3,10 @@
 A job file (`jobs/*.yaml`) has the sections `seed`, `data`, `model`,
 `algorithm`, `compression`, `train`, `sync`, `clients`, `mi`, `trace`,
 `checkpoint`, `device` (docs/design.md). Every key is optional and falls back
-to the default written next to its field here. `model`, `algorithm` and
-`compression` name a registered plug-in and hold that plug-in's parameters
-(`model: {name: lenet, width: 2}`); `mi` holds a section per registered
-estimator. Unknown keys, names, wrong types and out-of-range values raise
+to the default written next to its field here. `model`, `algorithm`,
+`compression` and `sync.policy` name a registered plug-in and hold that
+plug-in's parameters (`model: {name: lenet, width: 2}`); `mi` holds a
+section per registered estimator. Unknown keys, names, wrong types and out-of-range values raise
 `UsageError` naming the key and what is allowed. `--set section.key=value` overrides go through the same checks. The
 resolved config (`to_yaml`) is stored in every trace, so a run can be redone
 from its trace alone.
@@ -28,6 +28,7 @@ from fedmpi.errors import UsageError
 from fedmpi.info import ESTIMATORS
 from fedmpi.models import MODELS
 from fedmpi.registry import Registry
+from fedmpi.sync import SYNC_POLICIES
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class CompressionCommon:
 
 # The sections that are a Choice, the registry each one chooses from, and the keys
 # a section has beside its plug-in's parameters.
-CHOICES: dict[str, Registry] = {"model": MODELS, "algorithm": ALGORITHMS, "compression": COMPRESSORS}
+CHOICES: dict[str, Registry] = {"model": MODELS, "algorithm": ALGORITHMS, "compression": COMPRESSORS,
+                                "sync.policy": SYNC_POLICIES}
 COMMON: dict[str, type] = {"compression": CompressionCommon}
 
 
@@ -136,12 +138,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
-    every: int = 100  # local batches (or epochs, see unit) between sync points
+    every: int = 100  # local batches (or epochs, see unit) between check points (sync points under periodic)
     # batches: every client takes `every` steps per round; epochs: each client runs `every` epochs
     # of its own data, ceil(n_c / batch_size) steps each, so clients of different sizes differ.
     unit: Literal["batches", "epochs"] = "batches"
     redistribute: bool = True  # false: workers keep their own models (the paper's "without sending back")
     collective: Literal["allreduce", "gather"] = "allreduce"  # gather: coordinator sees every local model
+    # Which check points (one every `every` units) are sync points (fedmpi.sync): periodic (all of
+    # them), dynamic (a client drifted more than delta from the last average), information (the
+    # average lost label information: sync sooner; else later). `policy: {name: dynamic, delta: 0.5}`.
+    policy: Choice = field(default_factory=lambda: _choice("sync.policy", "periodic"))
 
     def check(self) -> None:
         _require(self.every >= 1, "sync.every", "an integer >= 1", self.every)
@@ -194,7 +200,7 @@ class ClientsConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 10  # sync points between checkpoints; 0: only when SIGTERM/SIGUSR1 asks for one
+    every: int = 10  # check points (sync points under periodic sync) between checkpoints; 0: only on a signal
 
     def check(self) -> None:
         _require(self.every >= 0, "checkpoint.every", "an integer >= 0 (0 = only on a signal)", self.every)
@@ -217,6 +223,14 @@ class Config:
 
     def check(self) -> None:
         _require(self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        # A cosine schedule is a function of the number of sync points, which only periodic knows ahead.
+        if self.train.lr_schedule == "cosine" and self.sync.policy.name != "periodic":
+            raise UsageError(f"config: train.lr_schedule 'cosine' needs the number of sync points in advance, "
+                             f"and sync.policy {self.sync.policy.name!r} decides them at run time; use "
+                             "train.lr_schedule constant or step with it")
+        if self.sync.policy.name == "information" and self.data.probe_size < 2:
+            raise UsageError(f"config: data.probe_size must be at least 2 with sync.policy 'information', which "
+                             f"scores the models' heads on the probe; got {self.data.probe_size}")
 
 
 def _require(ok: bool, key: str, allowed: str, got: Any) -> None:

@@ -6,6 +6,9 @@ progress line at least every `PLAIN_PROGRESS_S`, so logs stay readable and
 never go quiet for long. The ETA comes from measured progress: local steps
 per second over the recent sync points (`Pace`), times the steps still to
 come; it is not extrapolated from when a line happens to be printed.
+Under a sync policy that decides its sync points at run time (fedmpi.sync)
+their number is not known ahead, so progress counts local steps of the
+total and the sync points made so far.
 mpirun hands rank 0 a pipe even when it runs in a terminal, so `--progress
 live` asks for the live display explicitly; it works wherever the launcher
 passes output through unchanged (MPICH's and Open MPI's do). Workers print
@@ -66,9 +69,13 @@ class Pace:
 
 
 class Console:
-    def __init__(self, job: str, num_rounds: int, total_steps: int, live: bool | None = None):
+    def __init__(self, job: str, num_rounds: int | None, total_steps: int, live: bool | None = None):
+        """num_rounds: the run's sync points, or None when its sync policy decides them at run time
+        (fedmpi.sync); progress then counts local steps, and the sync points made so far."""
         self.job = job
         self.num_rounds = num_rounds
+        self.total_steps = total_steps
+        self._step = 0  # local steps of the largest client so far
         self.pace = Pace(total_steps)
         self.live = sys.stdout.isatty() if live is None else live
         self.out = RichConsole(highlight=False, soft_wrap=True, force_terminal=self.live or None)
@@ -83,17 +90,21 @@ class Console:
     def start(self, header: str, first: int = 0, first_step: int = 0) -> None:
         """Show the header; `first` rounds (`first_step` steps) were done before (a resumed run)."""
         self._done = first
+        self._step = first_step
         self.start_time = self._last_plain = time.perf_counter()
         self.pace.add(0.0, first_step)
         self.out.print(header)
         if self.live:
+            known = self.num_rounds is not None
+            count = TextColumn("sync {task.completed}/{task.total}") if known else \
+                TextColumn("step {task.completed}/{task.total}, {task.fields[syncs]} sync points")
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
-                TextColumn("sync {task.completed}/{task.total}"), TimeElapsedColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), count, TimeElapsedColumn(),
                 TextColumn("eta {task.fields[eta]}"), TextColumn("{task.fields[stats]}"), console=self.out)
             self._progress.start()
-            self._task = self._progress.add_task(self.job, total=self.num_rounds, completed=first, stats="",
-                                                 eta="-")
+            self._task = self._progress.add_task(self.job, total=self.num_rounds if known else self.total_steps,
+                                                 completed=first if known else first_step, stats="", eta="-",
+                                                 syncs=first)
 
     def note(self, message: str) -> None:
         self.out.print(f"[yellow]{message}[/yellow]" if self.live else message)
@@ -108,10 +119,16 @@ class Console:
     def sync_point(self, round_idx: int, step: int) -> None:
         """Every sync point: progress and pace (a plain line only if the log went quiet)."""
         self._done = round_idx + 1
+        self.check_point(step)
+
+    def check_point(self, step: int) -> None:
+        """Every check point (fedmpi.sync) and sync point: progress and pace."""
+        self._step = step
         now = time.perf_counter()
         self.pace.add(now - self.start_time, step)
         if self._progress is not None:
-            self._progress.update(self._task, completed=self._done, eta=self._eta_text())
+            self._progress.update(self._task, completed=self._done if self.num_rounds is not None else step,
+                                  syncs=self._done, eta=self._eta_text())
         elif now - self._last_plain >= PLAIN_PROGRESS_S:
             self._plain_line(now, self._stats or "waiting for the first logged round")
 
@@ -124,7 +141,7 @@ class Console:
             self._progress.update(self._task, stats=self._stats, eta=self._eta_text())
             return
         now = time.perf_counter()
-        if now - self._last_plain < _PLAIN_MIN_INTERVAL_S and self._done < self.num_rounds:
+        if now - self._last_plain < _PLAIN_MIN_INTERVAL_S and self._step < self.total_steps:
             return
         self._plain_line(now, self._stats)
 
@@ -132,7 +149,9 @@ class Console:
         self._last_plain = now
         rate = self.pace.rate()
         pace = f"{rate:.1f} steps/s" if rate is not None else "-"
-        print(f"[{self.job}] sync {self._done}/{self.num_rounds}  {stats}  elapsed {_fmt_time(now - self.start_time)}"
+        where = f"sync {self._done}/{self.num_rounds}" if self.num_rounds is not None else \
+            f"step {self._step}/{self.total_steps}, {self._done} sync points"
+        print(f"[{self.job}] {where}  {stats}  elapsed {_fmt_time(now - self.start_time)}"
               f"  {pace}  eta {self._eta_text()}", flush=True)
 
     def finish(self, title: str, rows: Mapping[str, str]) -> None:

@@ -1,13 +1,15 @@
 """The coordinator loop (rank 0): aggregate, evaluate, measure, write the trace.
 
-It trains nothing. At every sync point it joins the sum of the workers'
-contributions (giving zeros) and turns it into the global model as every
-rank does (fedmpi.protocol); at logged rounds it collects the workers'
+It trains nothing. At every check point it joins the sync policy's check
+collective when the policy has one (fedmpi.sync) and decides, as every rank
+does, whether it is a sync point. At every sync point it joins the sum of
+the workers' contributions (giving zeros) and turns it into the global
+model as every rank does (fedmpi.protocol); at logged rounds it collects the workers'
 metrics and representations and hands the global model and the
 representations to its measurement thread (test accuracy, mutual
 information), which works while the workers train towards the next sync
 point. A round is written to the trace once its test accuracy is known; MI
-values follow when estimated. Every `checkpoint.every` rounds, and when a
+values follow when estimated. Every `checkpoint.every` check points, and when a
 rank got SIGTERM/SIGUSR1, it collects the workers' states, waits for the
 measurements to catch up and writes one checkpoint next to the trace.
 """
@@ -29,8 +31,10 @@ from fedmpi.flat import layout_arrays
 from fedmpi.local import arrays, new_algorithm, new_model, tensors
 from fedmpi.measure import Measurements
 from fedmpi.plan import label_counts
-from fedmpi.protocol import BOUNDS, METRICS, RoundBuffers, checkpoint_due, sync_point
+from fedmpi.protocol import (BOUNDS, METRICS, PolicyBuffers, Position, RoundBuffers, checkpoint_due,
+                             policy_collective, sync_point)
 from fedmpi.recorder import Recorder
+from fedmpi.sync import build_policy
 from fedmpi.tensorboard import Board
 from fedmpi.trace import TraceWriter
 
@@ -61,7 +65,12 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     config_yaml = config_mod.to_yaml(cfg)
     ckpt_path = checkpoint.path_for(trace_path)
 
-    first, elapsed, cpu_used = 0, 0.0, 0.0
+    policy = build_policy(cfg.sync.policy.name, cfg.sync.policy.params)
+    periodic = cfg.sync.policy.name == "periodic"  # sync points known ahead: one per check point
+    position = Position.start(policy)
+    check_bufs = PolicyBuffers(len(policy.check_values), with_stop=True)  # the coordinator's values stay zero
+    measure_bufs = PolicyBuffers(len(policy.measure_values), with_stop=False)
+    elapsed, cpu_used = 0.0, 0.0
     if resume_state is None:
         writer = TraceWriter(
             trace_path, config_yaml=config_yaml, job=job, world_size=comm.world_size,
@@ -78,12 +87,22 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                             collective=cfg.compression.collective if compressor else cfg.sync.collective,
                             measure_distortion=bool(compressor and cfg.compression.measure_distortion),
                             num_params=num_params, message_bytes=message,
-                            payload_bytes=compressor.payload_bytes(num_params) if compressor else message))
+                            payload_bytes=compressor.payload_bytes(num_params) if compressor else message),
+            sync_keys=policy.state_keys,
+            sync_attrs=dict(_attrs_of(cfg.sync.policy.params), policy=cfg.sync.policy.name,
+                            check_every=cfg.sync.every, unit=cfg.sync.unit, num_checks=schedule.num_checks))
+        client_steps = np.zeros(plan.num_clients, dtype=np.int64)  # (C,) local steps of each client so far
     else:
-        next_round = resume_state["sync_index"] + 1
-        comm.distribute([{"group": s, "next_round": next_round} for s in resume_state["workers"]])
+        if "position" in resume_state:
+            position = Position.restore(resume_state["position"])
+            client_steps = resume_state["client_steps"].numpy().copy()
+        else:  # a checkpoint written before sync policies: periodic, saved at sync point sync_index
+            done = resume_state["sync_index"] + 1
+            position = Position(done, done, policy.init_state())
+            client_steps = plan.steps_through(done - 1)
+        comm.distribute([{"group": s, "position": position.saved()} for s in resume_state["workers"]])
         writer = TraceWriter.reopen(trace_path, resume_state["rows"], METRICS)
-        first, elapsed, cpu_used = next_round, resume_state["elapsed"], resume_state["cpu_seconds"]
+        elapsed, cpu_used = resume_state["elapsed"], resume_state["cpu_seconds"]
         server = arrays(resume_state["server"])
 
     dataset.release()  # the test set and the label counts are copied: the mapped dataset's pages can go
@@ -91,14 +110,22 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
     z_buf = np.zeros((2, P, D), dtype=np.float32)
     steps_per_epoch = schedule.total_steps / cfg.train.epochs
-    client_steps = plan.steps_through(first - 1)  # (C,) local steps of each client so far
     ranks = ", ".join(f"{r}={host}:{pid}" for r, host, pid in placement)
-    console.start(f"fedmpi {job}: {W} workers, {cfg.data.name} {cfg.data.partition}, "
-                  f"sync every {cfg.sync.every} {cfg.sync.unit} "
+    first = position.next_check
+    if periodic:
+        plan_line = f"sync every {cfg.sync.every} {cfg.sync.unit}"
+        count_line = f"{schedule.num_rounds} rounds"
+        resumed = f"\nresuming after sync point {first}/{schedule.num_rounds}"
+    else:
+        plan_line = (f"sync policy {cfg.sync.policy.name} ({_params_text(cfg.sync.policy.params)}), "
+                     f"check points every {cfg.sync.every} {cfg.sync.unit}")
+        count_line = f"{schedule.num_checks} check points, {schedule.total_steps} local steps"
+        resumed = (f"\nresuming after check point {first}/{schedule.num_checks} "
+                   f"({position.syncs} sync points done)")
+    console.start(f"fedmpi {job}: {W} workers, {cfg.data.name} {cfg.data.partition}, {plan_line} "
                   f"({'with' if cfg.sync.redistribute else 'without'} redistribution), "
-                  f"{schedule.num_rounds} rounds -> {trace_path}"
-                  + (f"\nresuming after sync point {first}/{schedule.num_rounds}" if first else "")
-                  + f"\nranks (rank=host:pid): {ranks}", first=first,
+                  f"{count_line} -> {trace_path}" + (resumed if first else "")
+                  + f"\nranks (rank=host:pid): {ranks}", first=first if periodic else position.syncs,
                   first_step=schedule.step(first - 1) if first else 0)
     start = time.perf_counter() - elapsed
     cpu_start = time.process_time() - cpu_used
@@ -108,50 +135,69 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     # logged round reaches the trace and the console as soon as it is measured.
     comm.idle = lambda: recorder.take(measurements.poll())
     row = writer.rows
-    for i in range(first, schedule.num_rounds):
-        diagnostics = np.full(len(compressed.DIAGNOSTICS), np.nan)
-        diagnostics[0] = compressed.uplink_bits(message, W, num_params)
-        if compressor is None:
-            bufs.set_stop(stop.requested)
-            sync_point(comm, bufs, cfg.sync.collective)
-            server = algorithm.aggregate(server, bufs.summed)
-            stopping = bufs.stopping
+    for j in range(first, schedule.num_checks):
+        final = j == schedule.num_checks - 1
+        i = position.syncs  # the round under way ends at sync point i
+        stopping = False
+        if policy.check_values:
+            check_bufs.set_stop(stop.requested)
+            policy_collective(comm, check_bufs)
+            stopping = check_bufs.stopping
+        synced = position.decide(policy, check_bufs.summed, final)
+        client_steps = client_steps + plan.interval_steps(j, i)
+        if not synced:
+            console.check_point(schedule.step(j))
         else:
-            combined = compressed.coordinator_sync(comm, cfg.compression.collective, compressor, message,
-                                                   stop.requested, server["theta"], down)
-            server, stopping = {"theta": combined.theta}, combined.stop
-            if cfg.compression.measure_distortion and schedule.logged(i):
-                updates = comm.gather(np.zeros(num_params, np.float32), diagnostic=True)
-                diagnostics[1:] = compressed.diagnose(combined, updates)
-        layers = None
-        if cfg.trace.divergence and schedule.logged(i):
-            rows = comm.gather(np.zeros(2 * num_params, np.float32), diagnostic=True)  # (W, 2 P)
-            layers = divergence.layer_divergence(rows[:, :num_params], rows[:, num_params:],
-                                                 measurements.flat.slots)
-        console.sync_point(i, schedule.step(i))
-        client_steps = client_steps + plan.steps_in(i)
-        if schedule.logged(i):
-            # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
-            cpu_seconds = time.process_time() - cpu_start
-            worker_metrics, worker_bounds, z, counts = comm.report(metrics_buf, bounds_buf,
-                                                                   z_buf if schedule.wants_z(i) else None)
-            recorder.expect(row, dict(index=i, step=schedule.step(i), epoch=schedule.step(i) / steps_per_epoch,
-                                      seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
-                                      sampled=plan.sampled(i), worker_metrics=worker_metrics,
-                                      worker_bounds=worker_bounds, comm_counts=counts,
-                                      comm_diagnostics=diagnostics, divergence=layers,
-                                      client_steps=client_steps,
-                                      z=z if cfg.trace.activations else None))
-            mi_z = z if mi_params and schedule.mi_due(i) else None
-            measurements.submit(row, server["theta"], mi_z, console.note, full_test=plan.full_test(i))
-            row += 1
-            recorder.take(measurements.poll())
-        if checkpoint_due(cfg.checkpoint.every, schedule.num_rounds, i, stopping):
+            diagnostics = np.full(len(compressed.DIAGNOSTICS), np.nan)
+            diagnostics[0] = compressed.uplink_bits(message, W, num_params)
+            logged = schedule.logs(i, final)
+            if compressor is None:
+                bufs.set_stop(stop.requested)
+                sync_point(comm, bufs, cfg.sync.collective)
+                server = algorithm.aggregate(server, bufs.summed)
+                stopping = bufs.stopping or stopping
+            else:
+                combined = compressed.coordinator_sync(comm, cfg.compression.collective, compressor, message,
+                                                       stop.requested, server["theta"], down)
+                server, stopping = {"theta": combined.theta}, combined.stop or stopping
+                if cfg.compression.measure_distortion and logged:
+                    updates = comm.gather(np.zeros(num_params, np.float32), diagnostic=True)
+                    diagnostics[1:] = compressed.diagnose(combined, updates)
+            layers = None
+            if cfg.trace.divergence and logged:
+                rows = comm.gather(np.zeros(2 * num_params, np.float32), diagnostic=True)  # (W, 2 P)
+                layers = divergence.layer_divergence(rows[:, :num_params], rows[:, num_params:],
+                                                     measurements.flat.slots)
+            if policy.measure_values:
+                policy_collective(comm, measure_bufs)
+                position.measured(policy, measure_bufs.summed)
+            console.sync_point(i, schedule.step(j))
+            if logged:
+                # Read before measuring: the coordinator's CPU cost of waiting through the workers' training.
+                cpu_seconds = time.process_time() - cpu_start
+                wants_z = schedule.z_at(i, final)
+                worker_metrics, worker_bounds, z, counts = comm.report(metrics_buf, bounds_buf,
+                                                                       z_buf if wants_z else None)
+                recorder.expect(row, dict(index=i, step=schedule.step(j), epoch=schedule.step(j) / steps_per_epoch,
+                                          seconds=time.perf_counter() - start, coordinator_cpu=cpu_seconds,
+                                          sampled=plan.sampled(i), worker_metrics=worker_metrics,
+                                          worker_bounds=worker_bounds, comm_counts=counts,
+                                          comm_diagnostics=diagnostics, divergence=layers,
+                                          client_steps=client_steps, check_index=j,
+                                          sync_state=dict(position.policy_state),
+                                          z=z if cfg.trace.activations else None))
+                mi_z = z if mi_params and schedule.mi_at(i, final) else None
+                measurements.submit(row, server["theta"], mi_z, console.note, full_test=plan.full_test(final))
+                row += 1
+                recorder.take(measurements.poll())
+        if checkpoint_due(cfg.checkpoint.every, schedule.num_checks, j, stopping):
             states = comm.collect(None)
             recorder.take(measurements.drain())
             checkpoint.save(ckpt_path, {
-                "config": config_yaml, "world_size": comm.world_size, "sync_index": i, "rows": writer.rows,
-                "elapsed": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                "config": config_yaml, "world_size": comm.world_size, "sync_index": position.syncs - 1,
+                "check_index": j, "position": position.saved(), "client_steps": torch.from_numpy(client_steps),
+                "rows": writer.rows, "elapsed": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu_start,
                 "server": tensors(server), "workers": [s["group"] for s in states]})
             if stopping:
                 comm.idle = None
@@ -159,7 +205,9 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                 writer.close(None)
                 if board is not None:
                     board.close()
-                console.note(f"checkpointed after sync point {i + 1}/{schedule.num_rounds} on request "
+                where = (f"sync point {j + 1}/{schedule.num_rounds}" if periodic else
+                         f"check point {j + 1}/{schedule.num_checks} ({position.syncs} sync points)")
+                console.note(f"checkpointed after {where} on request "
                              f"(SIGTERM/SIGUSR1); continue with: python -m fedmpi run --resume {trace_path}")
                 return 0
     comm.idle = None
@@ -173,7 +221,9 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     wm = last["worker_metrics"]
     console.finish(f"fedmpi {job}: done", {
         "trace": trace_path,
-        "rounds": f"{schedule.num_rounds} ({writer.rows} logged)",
+        "rounds": f"{schedule.num_rounds} ({writer.rows} logged)" if periodic else
+                  f"{position.syncs} sync points at {schedule.num_checks} check points ({writer.rows} logged); "
+                  f"{policy.describe(position.policy_state)}",
         "local batches per worker": str(schedule.total_steps) + (
             " (the largest client's; each client's: /clients/steps)" if cfg.sync.unit == "epochs" else ""),
         "wall time": f"{wall:.1f} s",
@@ -187,6 +237,10 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
 def _attrs_of(params) -> dict:
     """A plug-in's parameters as HDF5 attributes (tuples as lists)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+
+
+def _params_text(params) -> str:
+    return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items()) or "no parameters"
 
 
 def _attrs(name: str, params) -> dict:

@@ -128,7 +128,8 @@ class FlatSGD:
         self.buf = None
 
     def state(self) -> dict:
-        return {"momentum_buffer": None if self.buf is None else self.buf.detach().cpu().clone()}
+        """The momentum buffer and the learning rate now in use (a round may set its own)."""
+        return {"momentum_buffer": None if self.buf is None else self.buf.detach().cpu().clone(), "lr": self.lr}
 
     def load_state(self, state: dict, slots: list[Slot]) -> None:
         """Load `state()`, or the state_dict of a torch.optim.SGD over the same parameters (the
@@ -138,9 +139,11 @@ class FlatSGD:
                        if slot.trainable]
             self.buf = None if any(b is None for b in buffers) else \
                 torch.cat([b.reshape(-1) for b in buffers]).to(self.theta.device)
+            self.lr = float(state["param_groups"][0]["lr"])
             return
         buf = state["momentum_buffer"]
         self.buf = None if buf is None else buf.to(self.theta.device).clone()
+        self.lr = float(state["lr"])
 
 
 def layout_arrays(slots: list[Slot]) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ client sends and how the sum becomes the global model is the algorithm's
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -158,6 +158,10 @@ class LocalTrainer:
         `hook(theta, grad)`, when given, runs after each backward pass on the
         whole parameter and gradient vectors (num_params,) and may change grad
         in place: an algorithm's term in the local objective."""
+        return self.train_sum(steps, hook) / max(steps, 1)
+
+    def train_sum(self, steps: int, hook: GradientHook | None = None) -> float:
+        """`train`, returning the sum of the training losses (a round's steps may come in parts)."""
         self.model.train()
         loss_sum = torch.zeros((), device=self.x.device)
         for _ in range(steps):
@@ -173,7 +177,7 @@ class LocalTrainer:
                 hook(self.flat.vector, self.grad)
             self.opt.step()
             loss_sum += loss.detach()  # stays on the device: no per-step host sync
-        return float(loss_sum) / max(steps, 1)
+        return float(loss_sum)
 
 
 @torch.inference_mode()
@@ -255,6 +259,8 @@ class ClientGroup:
         self.server: State = algorithm.server_init(self.eval_flat.vector.detach().cpu().numpy())
         self.local_theta: torch.Tensor | None = None  # this round's local model, (num_params,) float32 CPU
         self.local_start: np.ndarray | None = None  # the model its clients started the round from
+        self.round: _Round | None = None  # the round under way, between begin_round and finish_round
+        self._hooks: dict = {}  # the algorithm's gradient hook of each client in the round
         self._part = np.empty(algorithm.contribution_size, dtype=np.float32)
         # With a compressor, what this worker sends at sync points (fedmpi.compressed).
         self.uplink = None if cfg.compression.name == "none" else Uplink(
@@ -267,33 +273,67 @@ class ClientGroup:
         (`Schedule.client_steps`); `lr` the round's learning rate (None: train.lr).
         With `train.optimizer_state: reset` each trained client's optimizer state is
         dropped after its local steps, so every round starts from fresh momentum.
-        Returns their mean training loss (NaN when none of them was sampled)."""
-        out[:] = 0
-        losses, thetas, starts, weights = [], [], [], []
-        for j, (cid, client, w) in enumerate(zip(self.ids, self.clients, self.weights)):
+        Returns their mean training loss (NaN when none of them was sampled).
+        The same as `begin_round`, `train_segment` and `finish_round` in turn."""
+        self.begin_round(sampled, lr)
+        self.train_segment(steps, where)
+        return self.finish_round(out)
+
+    def begin_round(self, sampled, lr: float | None = None) -> None:
+        """Start a round: its sampled clients (ids) start from the global model (with
+        `sync.redistribute`) at the round's learning rate `lr` (None: train.lr)."""
+        self.round = _Round()
+        for j, (cid, client) in enumerate(zip(self.ids, self.clients)):
             if cid not in sampled:
                 continue
             if self.redistribute:
                 client.flat.assign(torch.from_numpy(self.server["theta"]))
-            start = client.flat.vector.detach().cpu().numpy().copy()
-            n = steps if isinstance(steps, int) else int(steps[cid])
             if lr is not None:
                 client.set_lr(lr)
-            rate = client.opt.lr
-            loss = client.train(n, self.algorithm.gradient_hook(self.client_states[j], self.server))
+            self.round.start[j] = client.flat.vector.detach().cpu().numpy().copy()
+            self.round.loss[j], self.round.steps[j] = 0.0, 0
+            self.round.rate[j] = client.opt.lr
+        self._hooks = {j: self.algorithm.gradient_hook(self.client_states[j], self.server) for j in self.round.start}
+
+    @property
+    def in_round(self) -> bool:
+        return self.round is not None
+
+    def train_segment(self, steps, where: str) -> None:
+        """The round's clients take `steps` more local steps (one number, or a sequence indexed by
+        client id): the steps up to the next check point; a round is one or more segments."""
+        for j in self.round.start:
+            client, cid = self.clients[j], self.ids[j]
+            n = steps if isinstance(steps, int) else int(steps[cid])
+            loss = client.train_sum(n, self._hooks[j])
+            self.round.loss[j] += loss
+            self.round.steps[j] += n
+            if not (np.isfinite(loss) and np.isfinite(client.flat.vector.detach().cpu().numpy()).all()):
+                raise NonFiniteError(f"{where}, client {cid}: loss or parameters are not finite; "
+                                     "lower train.lr or check the data")
+
+    def round_models(self) -> tuple[np.ndarray, ...]:
+        """(num_params,) float32 of each client training in the current round, as it is now (views)."""
+        return tuple(self.clients[j].flat.vector.detach().cpu().numpy() for j in self.round.start)
+
+    def finish_round(self, out: np.ndarray) -> float:
+        """End the round: write the sum of its clients' contributions into out; their mean
+        training loss over the round (NaN when none of them was sampled)."""
+        out[:] = 0
+        losses, thetas, starts, weights = [], [], [], []
+        for j, start in self.round.start.items():
+            client, w, n = self.clients[j], self.weights[j], self.round.steps[j]
             if self.reset_optimizer:
                 client.reset_optimizer()
             theta = client.flat.vector.detach().cpu().numpy()
-            if not (np.isfinite(loss) and np.isfinite(theta).all()):
-                raise NonFiniteError(f"{where}, client {cid}: loss or parameters are not finite; "
-                                     "lower train.lr or check the data")
-            work = LocalWork(start, theta, w, n, rate)
+            work = LocalWork(start, theta, w, n, self.round.rate[j])
             self.client_states[j] = self.algorithm.contribute(work, self.client_states[j], self.server, self._part)
             out += self._part
-            losses.append(loss)
+            losses.append(self.round.loss[j] / max(n, 1))
             thetas.append(theta)
             starts.append(start)
             weights.append(w)
+        self.round = None
         # The model this worker's clients started the round from, weighted as the local model.
         self.local_start = None if not starts else starts[0] if len(starts) == 1 else \
             (np.tensordot(np.asarray(weights, np.float64), np.stack(starts), 1) / sum(weights)).astype(np.float32)
@@ -348,6 +388,11 @@ class ClientGroup:
                "algorithm": [tensors(s) for s in self.client_states], "server": tensors(self.server)}
         if self.uplink is not None:
             out["compressor"] = tensors(self.uplink.state)
+        if self.round is not None:  # a checkpoint at a check point inside a round (fedmpi.sync)
+            r = self.round
+            out["round"] = {"clients": list(r.start), "start": [torch.from_numpy(v.copy()) for v in r.start.values()],
+                            "loss": list(r.loss.values()), "steps": list(r.steps.values()),
+                            "rate": list(r.rate.values())}
         return out
 
     def load_state(self, state: dict) -> None:
@@ -357,6 +402,24 @@ class ClientGroup:
         self.server = arrays(state["server"])
         if self.uplink is not None:
             self.uplink.state = arrays(state["compressor"])
+        self.round = None
+        if "round" in state:
+            saved = state["round"]
+            self.round = _Round({j: v.numpy().copy() for j, v in zip(saved["clients"], saved["start"])},
+                                dict(zip(saved["clients"], saved["loss"])), dict(zip(saved["clients"], saved["steps"])),
+                                dict(zip(saved["clients"], saved["rate"])))
+            self._hooks = {j: self.algorithm.gradient_hook(self.client_states[j], self.server) for j in self.round.start}
+
+
+@dataclass
+class _Round:
+    """A round under way in a ClientGroup, keyed by the index of each training client in the group:
+    the model it started from (num_params,) float32, its summed training loss, steps and lr so far."""
+
+    start: dict[int, np.ndarray] = field(default_factory=dict)
+    loss: dict[int, float] = field(default_factory=dict)
+    steps: dict[int, int] = field(default_factory=dict)
+    rate: dict[int, float] = field(default_factory=dict)
 
 
 def tensors(state: State) -> dict[str, torch.Tensor]:

@@ -1,10 +1,14 @@
 """What every rank derives identically from the config: shards, subsets, schedule.
 
-Nothing is negotiated at run time: the coordinator, each worker and the
-single-process reference compute the same `Plan`, so they agree on the number
-of rounds, which of them are logged, which clients train in each and for how
-many steps, the learning rate of each round, and which examples form each
-worker's shard, evaluation subset and probe.
+The coordinator, each worker and the single-process reference compute the
+same `Plan`, so they agree on the check points (one every `sync.every` local
+steps or epochs), which clients train in each round and for how many steps,
+the learning rate of each round, which sync points are logged, and which
+examples form each worker's shard, evaluation subset and probe. Which check
+points are sync points is the sync policy's (fedmpi.sync): under `periodic`
+every one is, so round i ends at check point i; other policies decide at run
+time, identically on every rank, and the functions below that take a sync
+index `s` and `final` serve them too.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from fedmpi.seeding import CLIENTS, SUBSETS, TEST, TEST_SUBSET, rng_for
 
 @dataclass(frozen=True)
 class Schedule:
-    """The rounds of a run. Round i ends with its sync point after `step(i)` local steps.
+    """The check points of a run: check point j comes after `step(j)` local steps.
 
-    Steps are counted on the largest client. With `sync.unit: batches` every
-    sampled client takes the round's `steps_before(i)`; with `epochs` a round
-    is a number of epochs and client c takes `epoch_steps[c]` steps per epoch
+    Under `sync.policy: periodic` every check point is a sync point, so round
+    i ends at check point i after `step(i)` steps and there are `num_rounds`
+    of them; other policies make sync points of some check points at run time
+    (`num_checks` of them, the last always one). Steps are counted on the
+    largest client. With `sync.unit: batches` every sampled client takes the
+    interval's `steps_before(j)`; with `epochs` an interval is a number of
+    epochs and client c takes `epoch_steps[c]` steps per epoch
     (`client_steps`), so `sync_every` and `total_steps` are whole epochs of
     the largest client.
     """
@@ -44,26 +52,34 @@ class Schedule:
     lr_gamma: float = 0.1  # train.lr_gamma
 
     @property
-    def num_rounds(self) -> int:
+    def num_checks(self) -> int:
+        """Check points of the run; under periodic sync each is a sync point (`num_rounds`)."""
         return math.ceil(self.total_steps / self.sync_every)
 
-    def step(self, i: int) -> int:
-        return min((i + 1) * self.sync_every, self.total_steps)
+    @property
+    def num_rounds(self) -> int:
+        """Rounds (sync points) under periodic sync: one per check point."""
+        return self.num_checks
 
-    def steps_before(self, i: int) -> int:
-        """Local steps of round i: between sync points i - 1 and i (the last round may be shorter)."""
-        return self.step(i) - (self.step(i - 1) if i > 0 else 0)
+    def step(self, j: int) -> int:
+        """Local steps of the largest client by check point j."""
+        return min((j + 1) * self.sync_every, self.total_steps)
 
-    def client_steps(self, i: int) -> tuple[int, ...]:
-        """(C,) local steps each client takes in round i when sampled."""
+    def steps_before(self, j: int) -> int:
+        """Local steps between check points j - 1 and j (the last interval may be shorter)."""
+        return self.step(j) - (self.step(j - 1) if j > 0 else 0)
+
+    def client_steps(self, j: int) -> tuple[int, ...]:
+        """(C,) local steps each client takes between check points j - 1 and j when sampled."""
         if self.unit == "batches":
-            return (self.steps_before(i),) * len(self.epoch_steps)
-        epochs = self.steps_before(i) // max(self.epoch_steps)  # whole epochs of the largest client
+            return (self.steps_before(j),) * len(self.epoch_steps)
+        epochs = self.steps_before(j) // max(self.epoch_steps)  # whole epochs of the largest client
         return tuple(epochs * n for n in self.epoch_steps)
 
     def learning_rate(self, i: int) -> float:
-        """The learning rate of round i's local steps: train.lr under `constant`; times
-        lr_gamma after every lr_step sync points under `step`; under `cosine`
+        """The learning rate of round i's local steps (the round that ends at sync point i):
+        train.lr under `constant`; times lr_gamma after every lr_step sync points under
+        `step`; under `cosine` (periodic sync only, config refuses it otherwise)
         lr (1 + cos(pi i / num_rounds)) / 2, from lr at round 0 towards 0 at the end."""
         if self.lr_schedule == "step":
             return self.lr * self.lr_gamma ** (i // self.lr_step)
@@ -71,23 +87,31 @@ class Schedule:
             return self.lr * 0.5 * (1.0 + math.cos(math.pi * i / self.num_rounds))
         return self.lr
 
+    def logs(self, s: int, final: bool) -> bool:
+        """Whether sync point s (0-based) is recorded in the trace (a row): every trace_every-th,
+        and always the `final` one, at the last check point. Its row is s // trace_every."""
+        return (s + 1) % self.trace_every == 0 or final
+
+    def mi_at(self, s: int, final: bool) -> bool:
+        """MI is estimated at every mi_every-th logged sync point (the first included) and the last."""
+        return self.logs(s, final) and ((s // self.trace_every) % self.mi_every == 0 or final)
+
+    def z_at(self, s: int, final: bool) -> bool:
+        """Whether workers send Z at sync point s: to log it, or to estimate MI from it."""
+        return self.logs(s, final) and (self.activations or (self.mi_on and self.mi_at(s, final)))
+
+    # The same, for periodic sync, where sync point i is check point i.
     def logged(self, i: int) -> bool:
-        """Rounds recorded in the trace (its rows): every trace_every-th, and always the last."""
-        return (i + 1) % self.trace_every == 0 or i == self.num_rounds - 1
+        return self.logs(i, i == self.num_rounds - 1)
 
     def logged_rounds(self) -> list[int]:
         return [i for i in range(self.num_rounds) if self.logged(i)]
 
     def mi_due(self, i: int) -> bool:
-        """MI is estimated at every mi_every-th logged round (the first included) and the last."""
-        if not self.logged(i):
-            return False
-        row = self.logged_rounds().index(i)
-        return row % self.mi_every == 0 or i == self.num_rounds - 1
+        return self.mi_at(i, i == self.num_rounds - 1)
 
     def wants_z(self, i: int) -> bool:
-        """Whether workers send Z in round i: to log it, or to estimate MI from it."""
-        return self.logged(i) and (self.activations or (self.mi_on and self.mi_due(i)))
+        return self.z_at(i, i == self.num_rounds - 1)
 
 
 @dataclass(frozen=True)
@@ -117,10 +141,10 @@ class Plan:
     clients_per_round: int
     seed: int
 
-    def full_test(self, i: int) -> bool:
-        """Whether logged round i tests on all test_indices (the last round, or no data.test_subset)
-        rather than on the fixed subset."""
-        return len(self.test_subset) == 0 or i == self.schedule.num_rounds - 1
+    def full_test(self, final: bool) -> bool:
+        """Whether a logged sync point tests on all test_indices (the run's last sync point, `final`,
+        or no data.test_subset) rather than on the fixed subset."""
+        return len(self.test_subset) == 0 or final
 
     @property
     def num_examples(self) -> tuple[int, ...]:
@@ -135,15 +159,20 @@ class Plan:
         rng = rng_for(self.seed, CLIENTS, i)
         return np.sort(rng.choice(self.num_clients, self.clients_per_round, replace=False))
 
-    def steps_in(self, i: int) -> np.ndarray:
-        """(C,) int64 local steps each client took in round i: its steps if sampled, else 0."""
+    def interval_steps(self, j: int, s: int) -> np.ndarray:
+        """(C,) int64 local steps each client takes before check point j, which lies in round s
+        (the round that ends at sync point s): its steps if sampled in round s, else 0."""
         taken = np.zeros(self.num_clients, dtype=np.int64)
-        chosen = self.sampled(i)
-        taken[chosen] = np.asarray(self.schedule.client_steps(i), dtype=np.int64)[chosen]
+        chosen = self.sampled(s)
+        taken[chosen] = np.asarray(self.schedule.client_steps(j), dtype=np.int64)[chosen]
         return taken
 
+    def steps_in(self, i: int) -> np.ndarray:
+        """(C,) int64 local steps each client took in round i of periodic sync."""
+        return self.interval_steps(i, i)
+
     def steps_through(self, i: int) -> np.ndarray:
-        """(C,) int64 local steps each client took in rounds 0..i (zeros for i < 0)."""
+        """(C,) int64 local steps each client took in rounds 0..i of periodic sync (zeros for i < 0)."""
         return sum((self.steps_in(j) for j in range(i + 1)), np.zeros(self.num_clients, dtype=np.int64))
 
 

@@ -2,10 +2,18 @@
 
 The coordinator (fedmpi.coordinator) and the workers (fedmpi.worker) each
 import this module and neither imports the other; docs/design.md draws the
-whole round. One round i:
+whole round. Local steps are cut into check points (one every `sync.every`
+steps or epochs); the sync policy (fedmpi.sync) makes some of them sync
+points, and round i is the local steps up to sync point i. At check point j:
 
-1. Each worker trains its sampled clients for the round's local steps and
-   adds up their contributions (fedmpi.algorithms) into `RoundBuffers.payload`.
+0. Each worker's sampled clients take the steps up to check point j. With a
+   policy that has a check collective (`dynamic`), every rank joins
+   `policy_collective` with `[its check values | stop]`, and every rank's
+   policy decides from the same sum whether check point j is a sync point
+   (under `periodic` every one is, without a collective). If it is not, the
+   round goes on (a stop request seen there checkpoints in mid-round).
+1. At a sync point each worker adds up its sampled clients' contributions
+   (fedmpi.algorithms) into `RoundBuffers.payload`.
 2. Sync point: `sync_point` sums `[payload | control]` over all ranks (the
    coordinator adds zeros); `control` carries the stop flag, so a signal to
    any rank reaches every rank at the same sync point without another
@@ -13,12 +21,14 @@ whole round. One round i:
    compressor, the workers' encoded updates travel as bytes instead and the
    stop flag rides in each message's trailer (fedmpi.compressed).
 3. Every rank turns the same sum into the same server state
-   (`Algorithm.aggregate`).
+   (`Algorithm.aggregate`). With a policy that measures after sync points
+   (`information`), every rank joins `policy_collective` again with its
+   measurement, and every policy state takes the same sum.
 4. At logged rounds, workers report `METRICS`, the `BOUNDS` on I(Z;Y) of
    their probe, when due Z of their probe under their local and the
    averaged model, and their `COMM_COUNTS` (`Comm.report`).
-5. At `checkpoint_due` rounds the coordinator collects every worker's state
-   and writes one checkpoint.
+5. At `checkpoint_due` check points the coordinator collects every worker's
+   state and writes one checkpoint.
 """
 
 from __future__ import annotations
@@ -87,8 +97,71 @@ def sync_point(comm, bufs: RoundBuffers, collective: str) -> np.ndarray | None:
     return gathered
 
 
-def checkpoint_due(checkpoint_every: int, num_rounds: int, i: int, stopping: bool) -> bool:
-    """Checkpoint after round i: on a stop request, or every checkpoint.every rounds (not after the last)."""
-    if i == num_rounds - 1:
+class PolicyBuffers:
+    """The send and receive buffers of one of the sync policy's collectives (fedmpi.sync):
+    `[values | stop]` float64, (len(names) + 1,), or `[values]` without the stop flag."""
+
+    def __init__(self, size: int, with_stop: bool):
+        self.send = np.zeros(size + (1 if with_stop else 0), dtype=np.float64)
+        self.recv = np.zeros_like(self.send)
+        self.values = self.send[:size]  # a view: the worker's policy writes straight into it
+        self.size = size
+
+    @property
+    def summed(self) -> np.ndarray:
+        """The values summed over ranks (size,), a view into recv."""
+        return self.recv[:self.size]
+
+    def set_stop(self, requested: bool) -> None:
+        self.send[self.size] = 1.0 if requested else 0.0
+
+    @property
+    def stopping(self) -> bool:
+        return len(self.recv) > self.size and bool(self.recv[self.size] > 0)
+
+
+class Position:
+    """Where a run stands, alike on every rank: the next check point, the sync points made so far
+    and the sync policy's state. Saved in checkpoints (`saved`, `restore`)."""
+
+    def __init__(self, next_check: int, syncs: int, policy_state: dict[str, float]):
+        self.next_check = next_check
+        self.syncs = syncs
+        self.policy_state = policy_state
+
+    @classmethod
+    def start(cls, policy) -> "Position":
+        return cls(0, 0, policy.init_state())
+
+    def decide(self, policy, summed: np.ndarray, final: bool) -> bool:
+        """The policy's decision at check point `next_check`, which is then passed: whether it is a
+        sync point (then counted in `syncs`: the sync point under way has index syncs - 1)."""
+        synced, self.policy_state = policy.decide(self.policy_state, summed, final)
+        self.next_check += 1
+        self.syncs += int(synced)
+        return synced
+
+    def measured(self, policy, summed: np.ndarray) -> None:
+        self.policy_state = policy.measured(self.policy_state, summed)
+
+    def saved(self) -> dict:
+        return {"next_check": self.next_check, "syncs": self.syncs, "policy": dict(self.policy_state)}
+
+    @classmethod
+    def restore(cls, saved: dict) -> "Position":
+        return cls(int(saved["next_check"]), int(saved["syncs"]), {k: float(v) for k, v in saved["policy"].items()})
+
+
+def policy_collective(comm, bufs: PolicyBuffers) -> None:
+    """The sync policy's check collective (at every check point) or measurement collective (after
+    every sync point), on every rank: bufs.recv <- the sum over ranks of bufs.send, one Allreduce
+    of a few float64 (the coordinator's values are zeros). Counted in /comm like every collective."""
+    comm.allreduce_sum(bufs.send, bufs.recv)
+
+
+def checkpoint_due(checkpoint_every: int, num_checks: int, j: int, stopping: bool) -> bool:
+    """Checkpoint at check point j: on a stop request, or every checkpoint.every check points (not at
+    the last). Under periodic sync check points are sync points: every checkpoint.every rounds."""
+    if j == num_checks - 1:
         return False
-    return stopping or (checkpoint_every > 0 and (i + 1) % checkpoint_every == 0)
+    return stopping or (checkpoint_every > 0 and (j + 1) % checkpoint_every == 0)

@@ -33,7 +33,8 @@ from fedmpi.protocol import BOUNDS, COMM_COUNTS, METRICS
 # 2: /bounds, /mi/<estimator>/<key>_se and /mi/<estimator>/failure, `what_*` attributes.
 # 3: /comm (communication counts per worker, the compressor and its distortion).
 # Optional in 3 (written since data.augment and sync.unit came; absent in older traces):
-# /clients/label_counts (C, K) and /clients/steps (R, C).
+# /clients/label_counts (C, K) and /clients/steps (R, C); since sync.policy: /sync (the check point
+# of each row and the policy's state; absent: periodic, every check point a sync point).
 # Readers take every version up to this one; what an older trace lacks reads as absent.
 SCHEMA_VERSION = 3
 MODELS = ("local", "averaged")  # the two models a trace follows per worker: its own, and the global one
@@ -112,7 +113,8 @@ class TraceWriter:
                  probe_inputs: np.ndarray | None, representation_dim: int, activations: bool,
                  mi_params: Mapping[str, Mapping[str, object]], client_owner: np.ndarray,
                  clients_per_round: int, comm_attrs: Mapping[str, object] | None = None,
-                 divergence_layers: int = 0, label_counts: np.ndarray | None = None):
+                 divergence_layers: int = 0, label_counts: np.ndarray | None = None,
+                 sync_keys: tuple[str, ...] = (), sync_attrs: Mapping[str, object] | None = None):
         num_workers = len(num_examples)
         probe_size = probe_labels.shape[1]
         self.path = path
@@ -160,6 +162,11 @@ class TraceWriter:
             per_round(f"comm/{name}", (W,), np.int64)
         for name in DIAGNOSTICS:
             per_round(f"comm/{name}", (), np.float64, fillvalue=np.nan)
+        # The sync policy (fedmpi.sync): the check point of each row's sync point and the policy's state.
+        f.create_group("sync").attrs.update(dict(sync_attrs or {}))
+        per_round("sync/check_index", (), np.int64)
+        for name in sync_keys:
+            per_round(f"sync/{name}", (), np.float64, fillvalue=np.nan)
         if divergence_layers:  # trace.divergence: per tensor of /model/layout, in its order
             for name in DIVERGENCE:
                 per_round(f"divergence/{name}", (divergence_layers,), np.float64, fillvalue=np.nan)
@@ -216,6 +223,7 @@ class TraceWriter:
         self.bounds = {name: f[f"bounds/{name}"] for name in BOUNDS if f"bounds/{name}" in f}
         self.comm = {name: f[f"comm/{name}"] for name in COMM_COUNTS + DIAGNOSTICS if f"comm/{name}" in f}
         self.divergence = {name: f[f"divergence/{name}"] for name in DIVERGENCE if f"divergence/{name}" in f}
+        self.sync = {name: f[f"sync/{name}"] for name in f.get("sync", {})}
         self.rows = rows
         f.swmr_mode = True  # from here on: no new objects, readers may attach
 
@@ -224,12 +232,15 @@ class TraceWriter:
                worker_bounds: np.ndarray, test_examples: int = 0, z: np.ndarray | None, latency: float,
                comm_counts: np.ndarray | None = None, comm_diagnostics: np.ndarray | None = None,
                divergence: tuple[np.ndarray, np.ndarray] | None = None,
-               client_steps: np.ndarray | None = None) -> int:
+               client_steps: np.ndarray | None = None, check_index: int | None = None,
+               sync_state: Mapping[str, float] | None = None) -> int:
         """Write one logged round as the next row; worker_metrics (W, len(metric_names)),
         worker_bounds (W, len(BOUNDS)), z (W, 2, probe_size, D) under the local and the global model,
         comm_counts (W, len(COMM_COUNTS)) int64, comm_diagnostics (len(DIAGNOSTICS),) float64,
         divergence (relative (L,), drift_diversity (L,)) per tensor of the layout,
-        client_steps (C,) int64 local steps each client has taken up to this round's sync point."""
+        client_steps (C,) int64 local steps each client has taken up to this round's sync point,
+        check_index the check point of the sync point, sync_state the policy's state after it (its
+        keys are the writer's sync_keys)."""
         f, r = self.f, self.rows
         for ds in self._grow:
             ds.resize(r + 1, axis=0)
@@ -252,6 +263,11 @@ class TraceWriter:
                 for c, name in enumerate(names):
                     if name in self.comm:
                         self.comm[name][r] = values[..., c]
+        if check_index is not None and "check_index" in self.sync:
+            self.sync["check_index"][r] = check_index
+        for name, value in (sync_state or {}).items():
+            if name in self.sync and name != "check_index":
+                self.sync[name][r] = value
         if divergence is not None:
             for name, values in zip(DIVERGENCE, divergence):
                 if name in self.divergence:
@@ -348,6 +364,9 @@ class Trace:
     label_counts: Any = None  # (C, K) int64 each client's training examples per label
     client_steps: Any = None  # (R, C) int64 local steps each client took up to each row's sync point
     test_examples: Any = None  # (R,) int64 test examples behind each row's test_acc (data.test_subset)
+    # /sync ({} for traces written before sync.policy: periodic sync, each check point a sync point):
+    sync: dict = None  # "check_index" -> (R,) int64; each key of the policy's state -> (R,) float64
+    sync_attrs: dict = None  # the policy's name ("policy") and parameters, check_every, unit, num_checks
 
     @property
     def rounds(self) -> int:
@@ -486,6 +505,8 @@ def _read(f, path: str) -> Trace:
     comm_attrs = {k: _attr(v) for k, v in f["comm"].attrs.items()} if "comm" in f else {}
     div = {name: _rows(f[f"divergence/{name}"], R).astype(np.float64) for name in DIVERGENCE
            if f"divergence/{name}" in f}
+    sync = {name: _rows(f["sync"][name], R) for name in f["sync"]} if "sync" in f else {}
+    sync_attrs = {k: _attr(v) for k, v in f["sync"].attrs.items()} if "sync" in f else {}
     layers = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in f["model/layout/names"][:]) \
         if "model/layout/names" in f else ()
     return Trace(
@@ -500,6 +521,7 @@ def _read(f, path: str) -> Trace:
         label_counts=f["clients/label_counts"][:] if "clients/label_counts" in f else None,
         client_steps=_rows(f["clients/steps"], R) if "clients/steps" in f else None,
         test_examples=_rows(f["metrics/test_examples"], R) if "metrics/test_examples" in f else None,
+        sync=sync, sync_attrs=sync_attrs,
         has_activations=all(n in f for n in ("activations/local", "activations/averaged", "probe/inputs",
                                              "probe/labels")))
 

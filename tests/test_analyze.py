@@ -68,6 +68,7 @@ def read(path: Path) -> dict:
                      if f"mi/{e}/{k}_se" in f})
         data.update({f"bounds/{n}": f[f"bounds/{n}"][:R] for n in f.get("bounds", {})})
         data.update({f"comm/{n}": f[f"comm/{n}"][:R] for n in f.get("comm", {})})
+        data.update({f"sync/{n}": f[f"sync/{n}"][:R] for n in f.get("sync", {})})
         data.update(R=R, index=f["rounds/index"][:R], step=f["rounds/step"][:R], attrs=dict(f.attrs))
     return data
 
@@ -147,6 +148,29 @@ def test_a_schema_1_trace_reads_as_before(traces, tmp_path, capsys):
     assert rc == 0
 
 
+def test_sync_policy_line_and_a_trace_from_before_sync_policies(traces, tmp_path, capsys):
+    """The summary says which policy made the sync points; a trace written before sync.policy
+    (no /sync, no policy in its config) reads as periodic."""
+    import yaml
+    rc, out, _ = analyze(capsys, traces["full"])
+    assert rc == 0 and "periodic: 4 sync points at 4 of 4 check points (one every 8 local batches)" in out
+    rc, out, _ = analyze(capsys, traces["full"], "--csv", "-")
+    assert rc == 0 and ",sync/check_index,3\n" in out
+    path = tmp_path / "old.h5"
+    shutil.copy(traces["full"], path)
+    with h5py.File(path, "r+") as f:
+        del f["sync"]
+        raw = yaml.safe_load(f.attrs["config"])
+        del raw["sync"]["policy"]
+        f.attrs["config"] = yaml.safe_dump(raw)
+    rc, out, _ = analyze(capsys, path)
+    assert rc == 0 and "periodic: every check point a sync point, 4 so far" in out
+    rc, out, _ = analyze(capsys, path, "--csv", "-")
+    assert rc == 0 and "sync/" not in out
+    rc, out, _ = analyze(capsys, path, traces["full"])
+    assert rc == 0 and out.count("periodic") >= 2
+
+
 def test_comparison_table_has_a_row_per_trace(traces, capsys):
     rc, out, err = analyze(capsys, traces["full"], traces["bare"])
     assert rc == 0, err
@@ -186,6 +210,9 @@ def expected_rows(t: dict) -> dict:
                 what = metric[:-len(model) - 1] if model else metric
                 for k in range(values.shape[1]):
                     rows[head + (str(k), model, f"bounds/{what}")] = values[r, k]
+            elif group == "sync":  # the policy's check point and state per row, left out when NaN
+                if not math.isnan(values[r]):
+                    rows[head + ("", "", name)] = values[r]
             elif group == "comm":  # counts per worker; diagnostics per row, left out when NaN
                 if values.ndim == 2:
                     for k in range(values.shape[1]):

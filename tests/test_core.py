@@ -218,14 +218,16 @@ def test_flat_sgd_state_round_trips_and_reads_torch_sgd_checkpoints():
     opt = FlatSGD(flat, lr=0.1, momentum=0.9)
     flat.grad.normal_()
     opt.step()
+    opt.lr = 0.025  # a round's own learning rate (train.lr_schedule) is part of the state
     again = FlatSGD(FlatParams(build_model("lenet", (3, 32, 32), 10, seed=1)), lr=0.1, momentum=0.9)
     again.load_state(opt.state(), flat.slots)
-    assert torch.equal(again.buf, opt.buf)
+    assert torch.equal(again.buf, opt.buf) and again.lr == 0.025
     # A checkpoint of fedmpi before 2026-12-04 holds torch.optim.SGD's state_dict: one buffer per parameter.
     old = {"state": {j: {"momentum_buffer": p.detach().clone() * 0 + j} for j, p in enumerate(model.parameters())},
            "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": list(range(len(list(model.parameters()))))}]}
     again.load_state(old, flat.slots)
+    assert again.lr == 0.1
     want = torch.cat([torch.full((p.numel(),), float(j)) for j, p in enumerate(model.parameters())])
     assert torch.equal(again.buf, want)
-    again.load_state({"momentum_buffer": None}, flat.slots)
+    again.load_state({"momentum_buffer": None, "lr": 0.5}, flat.slots)
     assert again.buf is None

@@ -119,11 +119,10 @@ def test_test_subset_is_fixed_and_the_last_round_tests_on_everything():
     again = make_plan(cfg, labels, 1000, 2)
     assert len(plan.test_subset) == 50 and np.array_equal(plan.test_subset, again.test_subset)
     assert np.all(np.diff(plan.test_subset) > 0) and plan.test_subset.max() < 300
-    last = plan.schedule.num_rounds - 1
-    assert [plan.full_test(i) for i in range(last + 1)] == [False] * last + [True]
+    assert [plan.full_test(final) for final in (False, True)] == [False, True]
     off = make_plan(config.from_dict({**config.to_dict(cfg), "data": {**config.to_dict(cfg)["data"],
                                                                      "test_subset": 0}}), labels, 1000, 2)
-    assert len(off.test_subset) == 0 and off.full_test(0)
+    assert len(off.test_subset) == 0 and off.full_test(False)
 
 
 @pytest.mark.parametrize("data_cfg", [{"test_subset": -1}, {"test_size": 100, "test_subset": 101}])

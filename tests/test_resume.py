@@ -145,3 +145,75 @@ def test_compressed_run_with_error_feedback_resumes_exactly(tmp_path):
         # The counts are what crossed MPI: the resumed run's first row also holds the states handed back.
         more = b["comm/bytes_down"][:] != a["comm/bytes_down"][:]
         assert more.any(axis=1).sum() == 1 and (b["comm/bytes_down"][:][more] > a["comm/bytes_down"][:][more]).all()
+
+
+# ------------------------------------------------------------------ sync policies
+
+SYNC_COMPARED = ("metrics/test_acc", "metrics/local_acc", "metrics/local_loss", "metrics/averaged_acc",
+                 "metrics/train_loss", "activations/averaged", "clients/steps", "rounds/step", "rounds/index",
+                 "model/final_averaged")
+
+
+def _assert_same_sync(a_path, b_path):
+    with open_trace(str(a_path)) as a, open_trace(str(b_path)) as b:
+        assert b.attrs["status"] == "complete" and b.attrs["resumed"] >= 1
+        for name in SYNC_COMPARED + tuple(f"sync/{k}" for k in a["sync"]):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+def test_dynamic_sync_stops_at_a_check_point_and_resumes_exactly(tmp_path):
+    """A stop request travels in dynamic's check collective, so every rank checkpoints at the next
+    check point, sync point or not, and the resumed run decides as the uninterrupted one."""
+    extra = ("sync.policy.name=dynamic", "sync.policy.delta=0.05", "mi.estimators=[]", "checkpoint.every=0")
+    full = tmp_path / "full"
+    run_ok(3, smoke_args(full, "run", *LONG, *extra))
+    with open_trace(str(full / "run.h5")) as f:
+        rows = len(f["rounds/step"])
+        assert 3 < rows < 60  # dynamic made some check points sync points, not all
+    out = tmp_path / "cut"
+    proc = _start(out, *extra)
+    _wait_for_rounds(out / "run.h5", 3, proc)
+    os.kill(_rank_pids(out)[-1], signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "checkpointed after check point" in stdout
+    state = checkpoint.load(str(out / "run.ckpt"))
+    assert state["position"]["next_check"] == state["check_index"] + 1 < 60
+    run_ok(3, ["--resume", str(out / "run")])
+    _assert_same_sync(full / "run.h5", out / "run.h5")
+
+
+def test_information_sync_killed_in_mid_round_resumes_exactly(tmp_path):
+    """A period of 7 check points and a checkpoint every 5: the checkpoints before check point 34
+    fall inside rounds, so the run resumes from the middle of one (its clients' round-start
+    models, losses and steps so far, and the policy's state, are in the checkpoint)."""
+    extra = ("sync.policy.name=information", "sync.policy.min_period=7", "sync.policy.max_period=7",
+             "mi.estimators=[]")
+    full = tmp_path / "full"
+    run_ok(3, smoke_args(full, "run", *LONG, *extra))
+    out = tmp_path / "cut"
+    proc = _start(out, *extra)
+    _wait_for_rounds(out / "run.h5", 3, proc)  # sync points at check points 6, 13, 20
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    state = checkpoint.load(str(out / "run.ckpt"))
+    assert state["check_index"] % 5 == 4 and state["check_index"] % 7 != 6  # not a sync point
+    assert "round" in state["workers"][0] and state["position"]["policy"]["measured"] >= 2
+    run_ok(3, smoke_args(out, "run", *LONG, *extra) + ["--auto-resume"])
+    _assert_same_sync(full / "run.h5", out / "run.h5")
+
+
+def test_a_checkpoint_from_before_sync_policies_resumes_exactly(tmp_path, uninterrupted):
+    """Checkpoints written before sync.policy hold no position, check index or client steps:
+    they are periodic runs saved at a sync point, and resume as such."""
+    proc = _start(tmp_path)
+    _wait_for_rounds(tmp_path / "run.h5", 12, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    ckpt = str(tmp_path / "run.ckpt")
+    state = checkpoint.load(ckpt)
+    for key in ("position", "check_index", "client_steps", "format"):
+        del state[key]
+    checkpoint.save(ckpt, state)
+    run_ok(3, smoke_args(tmp_path, "run", *LONG) + ["--auto-resume"])
+    _assert_same(uninterrupted, tmp_path / "run.h5")

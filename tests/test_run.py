@@ -376,3 +376,92 @@ def test_standard_setups_equal_the_reference(tmp_path):
     np.testing.assert_array_equal(steps, [[3] * 4, [6] * 4])  # ceil(96 / 32) steps per epoch, one epoch a round
     from fedmpi.cli import main as cli_main
     assert cli_main(["analyze", str(tmp_path / "setups.h5")]) == 0
+
+
+# ------------------------------------------------------------------ sync policies
+
+# Parameters that make each policy skip some check points and sync at others on the smoke job.
+POLICY_SETS = {"periodic": ["sync.policy.name=periodic"],
+               "dynamic": ["sync.policy.name=dynamic", "sync.policy.delta=0.05"],
+               "information": ["sync.policy.name=information", "sync.policy.threshold=0.02",
+                               "sync.policy.max_period=4"]}
+
+
+def _sync_arrays(path):
+    with open_trace(str(path)) as f:
+        return {name: f[f"sync/{name}"][:] for name in f["sync"]}, dict(f["sync"].attrs)
+
+
+@pytest.mark.parametrize("policy,clients", [(p, False) for p in POLICY_SETS] + [("dynamic", True),
+                                                                                 ("information", True)])
+def test_every_sync_policy_equals_the_reference_and_counts_its_collectives(tmp_path, policy, clients):
+    """The MPI run of each registered policy equals the single-process reference (decisions, state,
+    metrics, final model), also with simulated clients sampled per round; its check and measurement
+    collectives are counted in /comm, byte for byte."""
+    from fedmpi.sync import SYNC_POLICIES
+    assert set(POLICY_SETS) == set(SYNC_POLICIES)  # a new policy needs its line here
+    overrides = ["mi.estimators=[]", "train.epochs=4", "trace.activations=false", *POLICY_SETS[policy]]
+    if clients:
+        overrides += ["clients.total=6", "clients.per_round=3", "data.samples_per_worker=128", "train.epochs=12"]
+    run_ok(3, smoke_args(tmp_path, "pol", *overrides))
+    got = _trace_arrays_without_z(tmp_path / "pol.h5")
+    want = run_reference(config.load(str(SMOKE), overrides), num_workers=2)
+    sync, attrs = _sync_arrays(tmp_path / "pol.h5")
+    assert attrs["policy"] == policy and attrs["check_every"] == 8
+    checks = int(attrs["num_checks"])
+    np.testing.assert_array_equal(got["index"], want["index"])
+    np.testing.assert_array_equal(got["step"], want["step"])
+    np.testing.assert_array_equal(sync["check_index"], want["check_index"])
+    for key in sync:
+        if key != "check_index":
+            np.testing.assert_array_equal(sync[key], want[f"sync_{key}"], err_msg=key)
+    for key in ("test_acc", "test_loss", "local_acc", "local_loss", "averaged_acc", "averaged_loss",
+                "train_loss", "final_averaged", "bounds"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
+    if clients:
+        np.testing.assert_array_equal(got["sampled"], want["sampled"])
+    syncs = want["syncs"]
+    assert len(got["index"]) == syncs and sync["check_index"][-1] == checks - 1  # every one logged; the last
+    if policy == "periodic":
+        assert syncs == checks
+    else:  # the policy really decided: some check points were sync points and some were not
+        assert 1 < syncs < checks, (syncs, checks)
+    # What crossed MPI in each row after the first (start-up): the check collectives since the
+    # previous row ([values | stop] float64 up and down), the sync point, the measurement
+    # collective ([values] float64) and the report (metrics, bounds, counts).
+    P = int(got["num_params"])
+    report = 8 * 8 + 12 * 8 + 4 * 8
+    from fedmpi.sync import build_policy
+    rule = build_policy(policy)
+    n_check = len(rule.check_values) + 1 if rule.check_values else 0  # float64 values and the stop flag
+    n_measure = len(rule.measure_values)
+    assert (n_check, n_measure) == {"periodic": (0, 0), "dynamic": (4, 0), "information": (0, 3)}[policy]
+    collectives = np.diff(sync["check_index"]) if n_check else np.zeros(syncs - 1, np.int64)
+    up = 4 * (P + 2) + 8 * n_check * collectives + 8 * n_measure + report
+    down = 4 * (P + 2) + 8 * n_check * collectives + 8 * n_measure
+    np.testing.assert_array_equal(got["bytes_up"][1:], np.repeat(up[:, None], 2, axis=1))
+    np.testing.assert_array_equal(got["bytes_down"][1:], np.repeat(down[:, None], 2, axis=1))
+    np.testing.assert_array_equal(got["messages"][1:], np.repeat(
+        (1 + collectives + (n_measure > 0) + 3)[:, None], 2, axis=1))
+    from fedmpi.cli import main as cli_main
+    assert cli_main(["analyze", str(tmp_path / "pol.h5")]) == 0
+
+
+def _trace_arrays_without_z(path):
+    with open_trace(str(path)) as f:
+        out = {name.split("/")[-1]: f[name][:] for name in PER_ROUND_W + ("metrics/test_acc", "metrics/test_loss")}
+        out["step"], out["index"] = f["rounds/step"][:], f["rounds/index"][:]
+        out["final_averaged"] = f["model/final_averaged"][:]
+        out["bounds"] = np.stack([f[f"bounds/{name}"][:] for name in BOUNDS], axis=-1)
+        out["sampled"] = f["clients/sampled"][:]
+        out["num_params"] = f["model"].attrs["num_params"]
+        for name in ("messages", "bytes_up", "bytes_down"):
+            out[name] = f[f"comm/{name}"][:]
+    return out
+
+
+def test_a_bad_sync_policy_parameter_stops_every_rank_with_one_line(tmp_path):
+    proc = launch(3, smoke_args(tmp_path, "bad", "sync.policy.name=dynamic", "sync.policy.delta=0"), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("fedmpi: error: config: sync.policy.delta must be a number > 0") == 1
+    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []

@@ -31,6 +31,36 @@ def job_fields(t: Trace) -> dict[str, str]:
             "with redistribution" if redistribute else "without redistribution"}
 
 
+def policy_label(t: Trace) -> str:
+    """The sync policy and its parameters as the trace stored them ("periodic" for traces before it)."""
+    attrs = dict(t.sync_attrs or {})
+    name = attrs.pop("policy", "periodic")
+    for key in ("check_every", "unit", "num_checks"):
+        attrs.pop(key, None)
+    return name + (f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in sorted(attrs.items()))})"
+                   if attrs else "")
+
+
+def policy_line(t: Trace) -> str:
+    """Where the sync policy stood at the last row: sync points at check points, and its state."""
+    import numpy as np
+    label = policy_label(t)
+    if not t.rounds:
+        return f"{label}: no sync point written yet"
+    syncs = int(t.index[-1]) + 1
+    if not t.sync or "check_index" not in t.sync:
+        return f"{label}: every check point a sync point, {syncs} so far"
+    checks = int(t.sync["check_index"][-1]) + 1
+    total = (t.sync_attrs or {}).get("num_checks", MISSING)
+    line = (f"{label}: {syncs} sync points at {checks} of {total} check points (one every "
+            f"{setting(t, 'sync.every', MISSING)} local {setting(t, 'sync.unit', 'batches')})")
+    state = {k: v[-1] for k, v in t.sync.items() if k != "check_index"}
+    if state:
+        line += "; at the last row " + ", ".join(
+            f"{k} {'-' if np.isnan(v) else f'{v:.4g}'}" for k, v in state.items())
+    return line
+
+
 def setup_line(t: Trace) -> str:
     """The training setup beside the algorithm: augmentation, optimizer state, lr schedule, weighting
     (the defaults for traces written before these keys)."""
@@ -152,7 +182,10 @@ def print_summary(t: Trace, out) -> None:
     table.add_row("job", t.job)
     table.add_row("data", f"{job['dataset']}, {job['partition']} partition, {t.num_workers} workers "
                           f"({' '.join(str(n) for n in t.num_examples)} examples)")
-    table.add_row("sync", f"every {job['sync every']}, {job['redistribution']}")
+    periodic = setting(t, "sync.policy.name", "periodic") == "periodic"  # traces before sync.policy: periodic
+    table.add_row("sync", f"{'every' if periodic else 'check points every'} {job['sync every']}, "
+                          f"{job['redistribution']}")
+    table.add_row("sync policy", policy_line(t))
     table.add_row("training", setup_line(t))
     status = t.status + (f" (finished {t.attrs['finished']})" if "finished" in t.attrs else "")
     table.add_row("status", status)
@@ -267,7 +300,7 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
     table = Table(title="fedmpi traces (accuracies: final; local/averaged: mean over workers; "
                         "MI: latest, mean over workers, nats; outside: I(Z;Y) estimates outside "
                         "[Fano, H(Y)] beyond sampling error, all rows)")
-    cols = ["trace", "job", "data", "workers", "sync every", "redistribution", "status", "rounds",
+    cols = ["trace", "job", "data", "workers", "sync every", "sync policy", "redistribution", "status", "rounds",
             "test acc", "best test", "local acc", "averaged acc", "compression", "MB up",
             "bits/param/sync", "bits/R_sum"]
     for est in estimators:
@@ -281,7 +314,7 @@ def print_comparison(traces: Sequence[Trace], out) -> None:
         found = band_violations(t)
         redistribute = setting(t, "sync.redistribute")
         row = [t.path, t.job, f"{job['dataset']} {job['partition']}", str(t.num_workers),
-               str(setting(t, "sync.every", MISSING)),
+               str(setting(t, "sync.every", MISSING)), policy_label(t),
                MISSING if redistribute is None else "yes" if redistribute else "no", t.status, str(R)]
         if R:
             row += [fmt(t.metrics["test_acc"][-1]), fmt(np.nanmax(t.metrics["test_acc"])),

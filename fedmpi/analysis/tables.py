@@ -26,8 +26,9 @@ def csv_rows(t: Trace) -> Iterator[tuple]:
     round is /rounds/index (0-based sync point); worker is "" for the test set
     metrics, which measure the averaged model on the shared test set; MI rows
     (mi/<estimator>/<xz|zy>[_se]), bound rows (bounds/<entropy|error|fano|head>[_se],
-    docs/trace-format.md) and communication diagnostics (comm/<name>) that are NaN are
-    left out; the communication counts (comm/<messages|bytes_up|...>) are integers.
+    docs/trace-format.md), the sync policy's state (sync/<key>) and communication
+    diagnostics (comm/<name>) that are NaN are left out; the communication counts
+    (comm/<messages|bytes_up|...>) and sync/check_index are integers.
     """
     import numpy as np
     W = t.num_workers
@@ -61,6 +62,9 @@ def csv_rows(t: Trace) -> Iterator[tuple]:
             for layer, v in zip(t.layers, values[r]):
                 if not np.isnan(v):
                     yield head + ("", "", f"divergence/{name}/{layer}", float(v))
+        for name, values in (t.sync or {}).items():  # the sync policy's check point and state (/sync)
+            if not np.isnan(values[r]):
+                yield head + ("", "", f"sync/{name}", int(values[r]) if name == "check_index" else float(values[r]))
         for name, values in (t.comm or {}).items():
             if values.ndim == 2:
                 for k in range(W):
