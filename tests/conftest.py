@@ -24,8 +24,10 @@ def mpiexec() -> list[str]:
     if exe is None:
         pytest.fail("no mpiexec on PATH: install the test setup with `pip install -e .[mpich,test]`")
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    # Open MPI refuses root and more ranks than cores unless told; MPICH needs nothing.
-    extra = ["--allow-run-as-root", "--oversubscribe"] if "Open MPI" in version else []
+    # Open MPI refuses root and more ranks than cores unless told; MPICH needs nothing. Open MPI
+    # 4's launcher names itself "(Open MPI)" when called as mpirun but "(OpenRTE)" as mpiexec.
+    openmpi = "Open MPI" in version or "OpenRTE" in version
+    extra = ["--allow-run-as-root", "--oversubscribe"] if openmpi else []
     return [exe, *extra]
 
 
