@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(for requeued batch jobs)")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="coordinator console: a live progress display, plain lines (logs), or "
-                          "auto = live when stdout is a terminal (under mpirun it is a pipe: use live)")
+                          "auto = live when stdout is a terminal (under mpirun it is a pipe, or Open MPI's own "
+                          "pseudo-terminal, so auto is plain: use live)")
     check = sub.add_parser("check", help="validate a job file without running it",
                            description="Validate a job file (and --set overrides); print the resolved config.")
     check.add_argument("job", metavar="JOB.yaml", help="job file to validate")
