@@ -73,14 +73,12 @@ def test_signal_to_one_worker_checkpoints_every_rank_and_resume_is_exact(tmp_pat
     assert not (tmp_path / "run.ckpt").exists()  # a complete run has nothing to resume
 
 
-@pytest.mark.parametrize("sig,target", [(signal.SIGUSR1, "launcher"), (signal.SIGTERM, "worker")],
-                         ids=["SIGUSR1-to-the-launcher", "SIGTERM-to-a-worker"])
-def test_stop_signal_to_the_launcher_or_a_rank_checkpoints_and_exits_0(tmp_path, sig, target):
-    """SIGUSR1 to mpirun is what slurm/launch.sh sends: MPICH's and Open MPI's launchers both pass
-    it on to every rank. SIGTERM is what SLURM sends every rank on preemption."""
+def test_sigusr1_to_the_launcher_checkpoints_every_rank_and_exits_0(tmp_path):
+    """What slurm/launch.sh sends at a time limit: MPICH's and Open MPI's mpirun both pass
+    SIGUSR1 on to every rank. (SIGTERM to mpirun differs: see docs/cluster.md, Open MPI.)"""
     proc = _start(tmp_path)
     _wait_for_rounds(tmp_path / "run.h5", 3, proc)
-    os.kill(proc.pid if target == "launcher" else rank_pids(str(tmp_path))[-1], sig)
+    os.kill(proc.pid, signal.SIGUSR1)  # _start runs the launcher itself, not a shell
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "checkpointed after sync point" in stdout
