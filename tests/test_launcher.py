@@ -1,9 +1,12 @@
-"""The watcher that runs each rank as its child (fedmpi.supervise): pure process tests, no MPI."""
+"""What fedmpi does about its launcher, without MPI: the watcher that runs each rank as its child
+(fedmpi.supervise), and the error for a launcher of another MPI."""
 
 import os
 import signal
 import subprocess
 import sys
+
+from fedmpi.cli import too_few_ranks
 
 from conftest import ROOT
 
@@ -44,3 +47,15 @@ os.waitpid = waitpid_then_signal
     proc = _watch("lambda: 2", setup)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_launcher_of_another_mpi_is_named_as_the_cause_of_a_world_of_one():
+    """MPICH's mpirun (first on PATH under pyenv, from the `mpich` extra) starting an mpi4py built
+    for Open MPI: every rank is alone in a world of 1."""
+    message = too_few_ranks(1, {"PMI_SIZE": "3", "PMI_RANK": "1"}, "Open MPI v4.1.4")
+    assert "the launcher started 3 ranks, but each sees a world of 1" in message
+    assert "(Open MPI v4.1.4)" in message
+    assert "the launcher started" in too_few_ranks(1, {"OMPI_COMM_WORLD_SIZE": "3"}, "MPICH Version: 5.0.2")
+    alone = too_few_ranks(1, {"PMI_SIZE": "1"}, "MPICH Version: 5.0.2")  # mpirun -n 1: the plain error
+    assert alone.startswith("fedmpi needs at least 2 MPI ranks")
+    assert too_few_ranks(1, {}, "MPICH Version: 5.0.2") == alone
