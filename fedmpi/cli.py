@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(for requeued batch jobs)")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="coordinator console: a live progress display, plain lines (logs), or "
-                          "auto = live when stdout is a terminal (under mpirun it is a pipe: use live)")
+                          "auto = live when stdout is a terminal (under mpirun it is a pipe, or Open MPI's own "
+                          "pseudo-terminal, so auto is plain: use live)")
     check = sub.add_parser("check", help="validate a job file without running it",
                            description="Validate a job file (and --set overrides); print the resolved config.")
     check.add_argument("job", metavar="JOB.yaml", help="job file to validate")
@@ -113,12 +114,26 @@ def _check(args) -> int:
     return 0
 
 
+def too_few_ranks(world_size: int, environ, library: str) -> str:
+    """The error for a world of one rank; names the likely cause when a launcher started more."""
+    started = max((int(environ.get(name, "")) for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+                   if environ.get(name, "").isdigit()), default=world_size)
+    if started > world_size:
+        # MPICH's mpirun with an mpi4py built for Open MPI (or the reverse): each rank is alone.
+        return (f"the launcher started {started} ranks, but each sees a world of {world_size}: the "
+                f"launcher belongs to another MPI than the one mpi4py uses ({library}); launch with "
+                "that MPI's mpirun (docs/cluster.md, Open MPI)")
+    return ("fedmpi needs at least 2 MPI ranks (rank 0 coordinates, ranks 1.. train); "
+            "launch it as e.g. `mpirun -n 3 python -m fedmpi` for 2 workers")
+
+
 def _run(args) -> int:
     from fedmpi.comm import Comm
     comm = Comm()
     if comm.world_size < 2:
-        return _error("fedmpi needs at least 2 MPI ranks (rank 0 coordinates, ranks 1.. train); "
-                      "launch it as e.g. `mpirun -n 3 python -m fedmpi` for 2 workers")
+        from mpi4py import MPI  # initialised by Comm() already
+        library = MPI.Get_library_version().splitlines()[0].split(",")[0].strip()
+        return _error(too_few_ranks(comm.world_size, os.environ, library))
     try:
         return _run_job(comm, args)
     except UsageError as exc:

@@ -9,14 +9,17 @@ come; it is not extrapolated from when a line happens to be printed.
 Under a sync policy that decides its sync points at run time (fedmpi.sync)
 their number is not known ahead, so progress counts local steps of the
 total and the sync points made so far.
-mpirun hands rank 0 a pipe even when it runs in a terminal, so `--progress
-live` asks for the live display explicitly; it works wherever the launcher
-passes output through unchanged (MPICH's and Open MPI's do). Workers print
-nothing but errors.
+mpirun hands rank 0 a pipe even when it runs in a terminal (MPICH), or a
+pseudo-terminal of its own even when its output goes to a pipe or a file
+(Open MPI), so neither says whether a person is watching: under either,
+`auto` prints plain lines, and `--progress live` asks for the live display
+explicitly; it works wherever the launcher passes output through unchanged
+(MPICH's and Open MPI's do). Workers print nothing but errors.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Mapping
@@ -68,6 +71,15 @@ class Pace:
         return None if rate is None else (self.total_steps - self._points[-1][1]) / rate
 
 
+def stdout_is_a_terminal() -> bool:
+    """Whether stdout is a terminal a person watches (`--progress auto`).
+
+    Open MPI's launcher gives every rank's stdout a pseudo-terminal, without a
+    size, whatever its own output is (a pipe, a log file): seen with Open MPI
+    4.1. Under it, that says nothing, so it counts as no terminal."""
+    return sys.stdout.isatty() and "OMPI_COMM_WORLD_RANK" not in os.environ
+
+
 class Console:
     def __init__(self, job: str, num_rounds: int | None, total_steps: int, live: bool | None = None):
         """num_rounds: the run's sync points, or None when its sync policy decides them at run time
@@ -77,8 +89,11 @@ class Console:
         self.total_steps = total_steps
         self._step = 0  # local steps of the largest client so far
         self.pace = Pace(total_steps)
-        self.live = sys.stdout.isatty() if live is None else live
-        self.out = RichConsole(highlight=False, soft_wrap=True, force_terminal=self.live or None)
+        self.live = stdout_is_a_terminal() if live is None else live
+        # Not live and no terminal a person watches: no escape codes either (rich would see Open MPI's
+        # pseudo-terminal and colour the log).
+        self.out = RichConsole(highlight=False, soft_wrap=True,
+                               force_terminal=self.live or (None if stdout_is_a_terminal() else False))
         self.start_time = time.perf_counter()
         self._last_plain = -1e9
         self._done = 0  # sync points reached

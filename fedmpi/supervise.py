@@ -50,9 +50,20 @@ def supervised(main: Callable[[], int]) -> int:
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
         return main()
+    def forward(signum, frame) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:  # the rank has ended and been reaped (see below)
+            pass
+
     for sig in _FORWARDED:
-        signal.signal(sig, lambda signum, frame: os.kill(child, signum))
+        signal.signal(sig, forward)
     _, status = os.waitpid(child, 0)  # retried by Python when a forwarded signal interrupts it
+    # The rank has ended. A launcher that ends the job when one rank exits non-zero (Open MPI's
+    # mpirun does) may signal this watcher now, while it exits: nothing is left to forward to,
+    # and the rank's own exit status must stand (seen under load: a ProcessLookupError traceback).
+    for sig in _FORWARDED:
+        signal.signal(sig, signal.SIG_IGN)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         role = "coordinator" if rank == 0 else f"worker {rank}"

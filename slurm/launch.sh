@@ -8,9 +8,9 @@
 # fedmpi checkpoints at its next sync point and exits 0 when any rank gets SIGTERM or
 # SIGUSR1; --auto-resume makes every (re)start continue from that checkpoint.
 #  - Time limit: `#SBATCH --signal=B:USR1@300` signals this shell only, 300 s before the
-#    limit. It passes SIGUSR1 on to the launcher, which gives it to every rank (srun and
-#    MPICH's mpiexec both do), waits for fedmpi to print "checkpointed", and requeues
-#    the job itself (`scontrol requeue`), which then resumes.
+#    limit. It passes SIGUSR1 on to the launcher, which gives it to every rank (srun,
+#    MPICH's mpiexec and Open MPI's mpirun all do), waits for fedmpi to print
+#    "checkpointed", and requeues the job itself (`scontrol requeue`), which then resumes.
 #  - Preemption, `scontrol requeue`, `scancel`: SLURM sends SIGTERM to every process of
 #    the job, ranks included, and SIGKILL KillWait seconds later (`scontrol show config
 #    | grep KillWait`), so a sync point must come within KillWait. A requeued job resumes;

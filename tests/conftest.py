@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,10 @@ def mpiexec() -> list[str]:
     if exe is None:
         pytest.fail("no mpiexec on PATH: install the test setup with `pip install -e .[mpich,test]`")
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    # Open MPI refuses root and more ranks than cores unless told; MPICH needs nothing.
-    extra = ["--allow-run-as-root", "--oversubscribe"] if "Open MPI" in version else []
+    # Open MPI refuses root and more ranks than cores unless told; MPICH needs nothing. Open MPI
+    # 4's launcher names itself "(Open MPI)" when called as mpirun but "(OpenRTE)" as mpiexec.
+    openmpi = "Open MPI" in version or "OpenRTE" in version
+    extra = ["--allow-run-as-root", "--oversubscribe"] if openmpi else []
     return [exe, *extra]
 
 
@@ -52,3 +56,29 @@ def smoke_args(out: Path, name: str, *overrides: str) -> list[str]:
     for o in overrides:
         args += ["--set", o]
     return args
+
+
+def rank_pids(marker: str) -> list[int]:
+    """PIDs of the MPI ranks (and their watchers), not the launcher, of the job whose command
+    line holds `marker` (its output folder). Launchers give each rank a process group of its
+    own, so they are found by their command line."""
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return sorted(int(line.split()[0]) for line in ps.splitlines()
+                  if marker in line and line.split()[1] in (sys.executable, "python", "python3"))
+
+
+def kill_job(proc: subprocess.Popen, marker: str, limit: float = 30) -> None:
+    """SIGKILL the launcher (started with start_new_session) and every rank, and wait until
+    none is left. Killing the launcher alone is not enough: Open MPI's ranks outlive its
+    mpirun by a second or so, and write to the trace and checkpoint meanwhile."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.time() + limit
+    while pids := rank_pids(marker):
+        assert time.time() < deadline, f"ranks {pids} still alive {limit} s after SIGKILL"
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    proc.communicate(timeout=30)

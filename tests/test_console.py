@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from fedmpi.console import Console, Pace
+from fedmpi.console import Console, Pace, stdout_is_a_terminal
 from fedmpi.errors import UsageError
 from fedmpi.tensorboard import require, row_scalars
 
@@ -38,6 +38,21 @@ def test_eta_follows_progress_not_the_printing(capsys, monkeypatch):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("[job] sync 2/4  round 2: epoch 1.00  test 0.500")
     assert line.endswith("20.0 steps/s  eta 0:10")
+
+
+def test_open_mpis_pseudo_terminal_is_not_taken_for_a_person_at_a_terminal(monkeypatch):
+    """Open MPI's launcher hands rank 0 a pseudo-terminal even when its output goes to a pipe or
+    a log: `--progress auto` must not draw the live display into that log."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("OMPI_COMM_WORLD_RANK", raising=False)
+    assert stdout_is_a_terminal() and Console("job", 4, 400).live
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    plain = Console("job", 4, 400)
+    assert not stdout_is_a_terminal() and not plain.live and not plain.out.is_terminal  # no escape codes
+    assert Console("job", 4, 400, live=True).live  # --progress live still draws it
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    monkeypatch.delenv("OMPI_COMM_WORLD_RANK")
+    assert not stdout_is_a_terminal()
 
 
 def test_tensorboard_tags_per_worker_and_nan_left_out():

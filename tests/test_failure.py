@@ -11,7 +11,7 @@ import pytest
 
 from fedmpi.trace import open_trace
 
-from conftest import ROOT, launch, mpiexec, smoke_args
+from conftest import ROOT, kill_job, launch, mpiexec, smoke_args
 
 pytestmark = pytest.mark.mpi  # launches real MPI jobs: `python -m pytest -m "not mpi"` skips them
 
@@ -53,8 +53,7 @@ def test_trace_is_readable_while_running_and_after_the_job_is_killed(tmp_path):
                     pass  # the file exists but is not yet switched to SWMR mode
         assert rounds >= 3, "the run never wrote 3 rounds"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_job(proc, str(tmp_path))
     with open_trace(str(path)) as f:
         R = len(f["rounds/step"])
         assert R >= rounds

@@ -12,7 +12,7 @@ import pytest
 from fedmpi import checkpoint
 from fedmpi.trace import open_trace
 
-from conftest import ROOT, launch, mpiexec, run_ok, smoke_args
+from conftest import ROOT, kill_job, launch, mpiexec, rank_pids, run_ok, smoke_args
 
 pytestmark = pytest.mark.mpi  # launches real MPI jobs: `python -m pytest -m "not mpi"` skips them
 
@@ -50,16 +50,6 @@ def _wait_for_rounds(path, rounds, proc, limit=120):
     pytest.fail(f"{path} never reached {rounds} rounds")
 
 
-def _rank_pids(out_dir):
-    """PIDs of the MPI ranks (not the launcher) of the job writing to out_dir.
-
-    The launcher gives each rank a session of its own, so they are found by
-    their command line."""
-    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return sorted(int(line.split()[0]) for line in ps.splitlines()
-                  if str(out_dir) in line and line.split()[1] in (sys.executable, "python", "python3"))
-
-
 def _assert_same(a_path, b_path):
     with open_trace(str(a_path)) as a, open_trace(str(b_path)) as b:
         assert b.attrs["status"] == "complete" and b.attrs["resumed"] >= 1
@@ -70,7 +60,7 @@ def _assert_same(a_path, b_path):
 def test_signal_to_one_worker_checkpoints_every_rank_and_resume_is_exact(tmp_path, uninterrupted):
     proc = _start(tmp_path)
     _wait_for_rounds(tmp_path / "run.h5", 12, proc)
-    worker = _rank_pids(tmp_path)[-1]  # a rank, not the launcher: the flag must travel with the sync
+    worker = rank_pids(str(tmp_path))[-1]  # a rank, not the launcher: the flag must travel with the sync
     os.kill(worker, signal.SIGUSR1)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
@@ -83,11 +73,24 @@ def test_signal_to_one_worker_checkpoints_every_rank_and_resume_is_exact(tmp_pat
     assert not (tmp_path / "run.ckpt").exists()  # a complete run has nothing to resume
 
 
+def test_sigusr1_to_the_launcher_checkpoints_every_rank_and_exits_0(tmp_path):
+    """What slurm/launch.sh sends at a time limit: MPICH's and Open MPI's mpirun both pass
+    SIGUSR1 on to every rank. (SIGTERM to mpirun differs: see docs/cluster.md, Open MPI.)"""
+    proc = _start(tmp_path)
+    _wait_for_rounds(tmp_path / "run.h5", 3, proc)
+    os.kill(proc.pid, signal.SIGUSR1)  # _start runs the launcher itself, not a shell
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "checkpointed after sync point" in stdout
+    state = checkpoint.load(str(tmp_path / "run.ckpt"))
+    with open_trace(str(tmp_path / "run.h5")) as f:
+        assert f.attrs["status"] == "running" and len(f["rounds/step"]) == state["rows"] < 60
+
+
 def test_killed_job_resumes_from_its_last_periodic_checkpoint(tmp_path, uninterrupted):
     proc = _start(tmp_path)
     _wait_for_rounds(tmp_path / "run.h5", 23, proc)
-    os.killpg(proc.pid, signal.SIGKILL)  # no chance to checkpoint: the periodic one must do
-    proc.communicate(timeout=30)
+    kill_job(proc, str(tmp_path))  # no chance to checkpoint: the periodic one must do
     state = checkpoint.load(str(tmp_path / "run.ckpt"))  # intact, and loads without executing anything
     assert state["sync_index"] % 5 == 4 and state["sync_index"] >= 19
     with open_trace(str(tmp_path / "run.h5")) as f:
@@ -100,8 +103,7 @@ def test_killed_job_resumes_from_its_last_periodic_checkpoint(tmp_path, uninterr
 def test_resume_refuses_a_changed_config_world_size_or_damaged_checkpoint(tmp_path):
     proc = _start(tmp_path, "checkpoint.every=2")
     _wait_for_rounds(tmp_path / "run.h5", 3, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    kill_job(proc, str(tmp_path))
     ckpt = tmp_path / "run.ckpt"
     intact = ckpt.read_bytes()
     damaged = bytearray(intact)
@@ -134,8 +136,7 @@ def test_compressed_run_with_error_feedback_resumes_exactly(tmp_path):
     out = tmp_path / "cut"
     proc = _start(out, *extra)
     _wait_for_rounds(out / "run.h5", 23, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    kill_job(proc, str(out))
     assert "compressor" in checkpoint.load(str(out / "run.ckpt"))["workers"][0]
     run_ok(3, smoke_args(out, "run", *LONG, *extra) + ["--auto-resume"])
     with open_trace(str(full / "run.h5")) as a, open_trace(str(out / "run.h5")) as b:
