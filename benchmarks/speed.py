@@ -203,8 +203,8 @@ def memory(mpiexec, roots: dict[str, Path], data: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", default=["measuring", "startup", "memory"],
-                        choices=["measuring", "startup", "memory"])
+    parser.add_argument("parts", nargs="*", choices=["measuring", "startup", "memory"],
+                        help="what to measure (default: all three)")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="folder holding cifar-10-batches-py/")
     parser.add_argument("--before", type=Path, default=None, help="another checkout, measured alternately")
     parser.add_argument("--mpiexec", default="mpiexec")
@@ -216,7 +216,7 @@ def main() -> None:
     roots = {"after": ROOT} if args.before is None else {"before": args.before.resolve(), "after": ROOT}
     mpiexec = args.mpiexec.split()
     print(f"machine: {os.cpu_count()} CPUs; {', '.join(f'{k}: {v}' for k, v in roots.items())}", flush=True)
-    for part in args.parts:
+    for part in args.parts or ["measuring", "startup", "memory"]:
         {"measuring": lambda: measuring(mpiexec, roots, args.data.resolve(), args.repeats),
          "startup": lambda: startup(mpiexec, roots, args.data.resolve()),
          "memory": lambda: memory(mpiexec, roots, args.data.resolve())}[part]()

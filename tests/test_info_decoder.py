@@ -81,9 +81,10 @@ def test_softmax_fit_satisfies_the_optimality_conditions():
     w, b = SoftmaxProblem(x, y, 3).fit(alpha, np.zeros((3, 3)), np.zeros(3), max_iter=500)
     p = np.exp(x @ w + b - logsumexp(x @ w + b, axis=1, keepdims=True))
     residual = p - np.eye(3)[y]
-    # d/dW [sum CE + alpha/2 |W|^2] = X^T (P - Y) + alpha W = 0; d/db = sum (P - Y) = 0
-    assert np.abs(x.T @ residual + alpha * w).max() < 2e-2
-    assert np.abs(residual.sum(0)).max() < 2e-2
+    # d/dW [sum CE + alpha/2 |W|^2] = X^T (P - Y) + alpha W = 0; d/db = sum (P - Y) = 0, per example
+    # within the fit's stopping tolerance
+    assert np.abs(x.T @ residual + alpha * w).max() / 60 < decoder._GTOL
+    assert np.abs(residual.sum(0)).max() / 60 < decoder._GTOL
 
 
 def test_mixture_with_the_training_prior_floors_the_log_probability():

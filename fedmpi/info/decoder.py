@@ -86,9 +86,11 @@ NAME = "decoder"
 # (scipy's `ftol`) or the largest preconditioned gradient entry below _GTOL.
 # Tightening _GTOL to 1e-4 doubled the time and moved the estimate by at most
 # 3e-4 nats on two of the LeNet snapshots of benchmarks/mi_accuracy.py
-# (standard error there: 0.02).
+# (standard error there: 0.02); loosening it from 1e-3 to 3e-3 saved 15% of
+# the time and moved estimates by at most 0.003 nats on LeNet activations and
+# three synthetic cases at N = 2,000 (any fit gives a valid bound).
 _FTOL = 1e-8
-_GTOL = 1e-3
+_GTOL = 3e-3
 
 
 @dataclass(frozen=True)
