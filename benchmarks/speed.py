@@ -203,13 +203,16 @@ def memory(mpiexec, roots: dict[str, Path], data: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", choices=["measuring", "startup", "memory"],
-                        help="what to measure (default: all three)")
+    parser.add_argument("parts", nargs="*", metavar="PART",
+                        help="measuring, startup and/or memory (default: all three)")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="folder holding cifar-10-batches-py/")
     parser.add_argument("--before", type=Path, default=None, help="another checkout, measured alternately")
     parser.add_argument("--mpiexec", default="mpiexec")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    unknown = sorted(set(args.parts) - {"measuring", "startup", "memory"})
+    if unknown:
+        parser.error(f"unknown part {unknown[0]!r}: choose from measuring, startup, memory")
     if not (args.data / "cifar-10-batches-py").is_dir():
         raise SystemExit(f"{args.data}/cifar-10-batches-py not found: pass --data DIR "
                          "(python ../shared/data/prepare_cifar10.py DIR writes it)")
