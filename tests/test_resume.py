@@ -174,7 +174,7 @@ def test_dynamic_sync_stops_at_a_check_point_and_resumes_exactly(tmp_path):
     out = tmp_path / "cut"
     proc = _start(out, *extra)
     _wait_for_rounds(out / "run.h5", 3, proc)
-    os.kill(_rank_pids(out)[-1], signal.SIGUSR1)
+    os.kill(rank_pids(str(out))[-1], signal.SIGUSR1)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "checkpointed after check point" in stdout
