@@ -120,6 +120,11 @@ class Measurements:
         return self._serieses[key]
 
     def _work(self) -> None:
+        try:
+            info.load(self.mi_params)  # scipy, say: off the critical path, before the first round
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which aborts the job
+            self._error = exc
+            return
         while True:
             job = self._jobs.get()
             if job is _STOP:

@@ -7,6 +7,8 @@ registration; these tests hold each of them to its contract without MPI.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -258,3 +260,26 @@ def test_estimator_contract(name):
     assert np.isfinite(value) and 0 < value <= np.log(4) + 0.05
     section = config.from_dict({"mi": {"estimators": [name]}}).mi
     assert getattr(section, name) == params  # config has a section for it, from the registry
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_estimator_declares_what_it_imports_late(name):
+    """`Estimator.modules` lists what an estimator imports where it uses it: after `info.load`
+    (which the coordinator's measuring thread runs as it starts) an estimate imports no more
+    of scipy, so the first sync point does not pay for it. A fresh interpreter, so that what
+    other tests imported does not hide a missing entry."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from fedmpi import info\n"
+        f"info.load([{name!r}])\n"
+        "before = {m for m in sys.modules if m.startswith('scipy')}\n"
+        "rng = np.random.default_rng(0)\n"
+        "y = rng.integers(0, 4, 400)\n"
+        "z = rng.normal(size=(400, 6)) + 2.0 * np.eye(6)[y]\n"
+        f"info.estimate_with_error({name!r}, z, y)\n"
+        "new = {m for m in sys.modules if m.startswith('scipy') and m not in before}\n"
+        "print(sorted({'.'.join(m.split('.')[:2]) for m in new}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"{name} imported {out.strip()} after info.load: add them to its modules"

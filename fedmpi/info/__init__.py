@@ -39,7 +39,7 @@ from . import edge, ksg, binning, kde, decoder, decoder_mlp  # noqa: F401,I001
 from . import bounds  # noqa: F401,I001
 
 __all__ = ["ESTIMATORS", "XZ", "ZY", "Estimate", "Prepared", "Series", "bounds", "describe", "estimate",
-           "estimate_with_error", "pairs", "prepare", "resolve_params"]
+           "estimate_with_error", "load", "pairs", "prepare", "resolve_params"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +53,17 @@ class Prepared:
     params: object  # the ESTIMATORS[estimator].params instance used
     n: int  # number of samples
     side: object  # estimator-specific precomputed data
+
+
+def load(names) -> None:
+    """Import the modules the estimators `names` import where they use them (`Estimator.modules`),
+    so that their first estimate does not pay for it. The coordinator's measuring thread calls
+    this as it starts, while the workers load their data."""
+    import importlib
+
+    for name in names:
+        for module in _entry(name).impl.modules:
+            importlib.import_module(module)
 
 
 def _entry(name: str):

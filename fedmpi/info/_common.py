@@ -50,6 +50,10 @@ class Estimator:
       or None: one estimate of a series (the same quantity at successive
       sync points), handed what the previous one left (`memo`, None at the
       first) so it can start from there (see :class:`fedmpi.info.Series`).
+    - `modules`: the modules it imports where it uses them, not at import
+      (scipy's cost half a second of every rank's start-up, and only the
+      coordinator estimates); :func:`fedmpi.info.load` imports them ahead,
+      off the critical path.
     """
 
     prepare_side: Callable[[Any, Any, int], Any]
@@ -58,6 +62,7 @@ class Estimator:
     with_error: Callable[[Any, Any, Any], Estimate] | None = None
     pairs: tuple[str, ...] = (XZ, ZY)
     series_step: Callable[[Any, Any, Any, Any], tuple[Estimate, Any]] | None = None
+    modules: tuple[str, ...] = ()
 
 
 ESTIMATORS: Registry[Estimator] = Registry("MI estimator")

@@ -685,4 +685,4 @@ def describe(params: DecoderParams) -> dict:
 
 c.ESTIMATORS.register(NAME, DecoderParams)(
     c.Estimator(prepare_side, mutual_information, describe, with_error=with_error, pairs=(c.ZY,),
-                series_step=series_step))
+                series_step=series_step, modules=("scipy.optimize", "scipy.special")))

@@ -165,4 +165,4 @@ def describe(params: DecoderMlpParams) -> dict:
 
 c.ESTIMATORS.register(NAME, DecoderMlpParams)(
     c.Estimator(prepare_side, mutual_information, describe, with_error=with_error, pairs=(c.ZY,),
-                series_step=series_step))
+                series_step=series_step, modules=("scipy.optimize",)))

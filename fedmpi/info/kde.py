@@ -132,4 +132,5 @@ def describe(params: KdeParams) -> dict:
             "noise_sigma": float(sigma)}
 
 
-c.ESTIMATORS.register(NAME, KdeParams)(c.Estimator(prepare_side, mutual_information, describe))
+c.ESTIMATORS.register(NAME, KdeParams)(c.Estimator(prepare_side, mutual_information, describe,
+                                                   modules=("scipy.special",)))

@@ -147,4 +147,5 @@ def describe(params: KsgParams) -> dict:
             "xz_kind": "estimate", "zy_kind": "estimate", "k": int(params.k)}
 
 
-c.ESTIMATORS.register(NAME, KsgParams)(c.Estimator(prepare_side, mutual_information, describe))
+c.ESTIMATORS.register(NAME, KsgParams)(c.Estimator(prepare_side, mutual_information, describe,
+                                                   modules=("scipy.spatial", "scipy.special")))
