@@ -309,7 +309,7 @@ class ClientGroup:
             self.round.loss[j] += loss
             self.round.steps[j] += n
             if not (np.isfinite(loss) and np.isfinite(client.flat.vector.detach().cpu().numpy()).all()):
-                raise NonFiniteError(f"{where}, client {cid}: loss or parameters are not finite; "
+                raise NonFiniteError(f"{where}, client {cid + 1}: loss or parameters are not finite; "
                                      "lower train.lr or check the data")
 
     def round_models(self) -> tuple[np.ndarray, ...]:

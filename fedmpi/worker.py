@@ -68,8 +68,8 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
         t0 = time.perf_counter()
         if not group.in_round:
             group.begin_round(set(plan.sampled(i)), schedule.learning_rate(i))
-        group.train_segment(schedule.client_steps(j),
-                            f"worker {k + 1} before sync point {i} (check point {j}, step {schedule.step(j)})")
+        group.train_segment(schedule.client_steps(j), f"worker {k + 1} before sync point {i + 1} "
+                            f"(check point {j + 1}, local step {schedule.step(j)})")
         t1 = time.perf_counter()
         stopping = False
         if policy.check_values:

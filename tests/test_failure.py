@@ -28,7 +28,7 @@ def test_exception_on_one_rank_aborts_every_rank(rank, role):
 def test_diverging_training_stops_with_a_message_naming_the_worker(tmp_path):
     proc = launch(3, smoke_args(tmp_path, "nan", "train.lr=1e30", "train.momentum=0.0"), timeout=120)
     assert proc.returncode != 0
-    assert "NonFiniteError: worker" in proc.stderr and "before sync point 0" in proc.stderr and "not finite" in proc.stderr
+    assert "NonFiniteError: worker" in proc.stderr and "before sync point 1" in proc.stderr and "not finite" in proc.stderr
 
 
 def test_trace_is_readable_while_running_and_after_the_job_is_killed(tmp_path):

@@ -253,6 +253,26 @@ def test_label_counts_follow_the_plan():
             assert counts[cid].sum() == sl.stop - sl.start
 
 
+
+def test_analyze_prints_each_client_with_its_worker_counted_from_one():
+    """The label table counts clients and workers from 1, as the console and every message do."""
+    import io
+    import types
+
+    from rich.console import Console
+
+    from fedmpi.analysis.summary import print_label_counts
+    counts = np.array([[3, 0], [0, 5], [1, 1]], dtype=np.int64)
+    trace = types.SimpleNamespace(label_counts=counts, client_owner=np.array([0, 0, 1]),
+                                  client_steps=np.array([[4, 6, 2]]), rounds=[0])
+    buf = io.StringIO()
+    print_label_counts(trace, Console(file=buf, width=120))
+    rows = [line.strip("│ ").split() for line in buf.getvalue().splitlines() if line.startswith("│")]
+    assert [r[0] for r in rows] == ["1", "2", "3"]  # clients
+    assert [r[2] for r in rows] == ["1", "1", "2"]  # their workers (owner + 1)
+    assert [r[4] for r in rows] == ["3", "5", "2"]  # examples
+
+
 # ------------------------------------------------------------------ bad input
 
 @pytest.mark.parametrize("raw,message", [

@@ -184,7 +184,7 @@ def _labels_figure(t: Trace):
                hatch="//" if k >= 10 else None)
         bottom += counts[:, k]
     owner = t.client_owner if t.client_owner is not None else clients
-    ax.set_xticks(clients, [f"{c}\nw{int(owner[c])}" for c in clients])
+    ax.set_xticks(clients, [f"{c + 1}\nw{int(owner[c]) + 1}" for c in clients])
     ax.set_xlabel("client (and its worker)")
     ax.set_ylabel("training examples")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")

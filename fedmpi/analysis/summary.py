@@ -74,7 +74,8 @@ def setup_line(t: Trace) -> str:
 
 def print_label_counts(t: Trace, out) -> None:
     """Each client's training examples per label (/clients/label_counts), its worker and, with
-    /clients/steps, the local steps it took; a line saying so for traces without them."""
+    /clients/steps, the local steps it took; a line saying so for traces without them. Clients
+    and workers are counted from 1, as everywhere on the console (the trace counts from 0)."""
     from rich.table import Table
     if t.label_counts is None:
         out.print("no label counts in this trace (written before /clients/label_counts)")
@@ -87,7 +88,7 @@ def print_label_counts(t: Trace, out) -> None:
             ["local steps"] if steps is not None else []):
         table.add_column(col, justify="right")
     for c, row in enumerate(counts):
-        table.add_row(str(c), str(int(owner[c])), str(int(row.sum())), *map(str, row.tolist()),
+        table.add_row(str(c + 1), str(int(owner[c]) + 1), str(int(row.sum())), *map(str, row.tolist()),
                       *([str(int(steps[c]))] if steps is not None else []))
     out.print(table)
 
