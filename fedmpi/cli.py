@@ -222,7 +222,7 @@ def _run_job(comm, args) -> int:
 
     from fedmpi.plan import make_plan
     dataset = data.load(cfg.data, cfg.clients.total or comm.num_workers, cfg.seed)
-    plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), comm.num_workers)
+    plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), comm.num_workers, dataset.test_y)
     from fedmpi.local import check_plugins
     check_plugins(cfg, dataset.input_shape, dataset.num_classes, plan.num_clients)
     resuming = meta is not None

@@ -41,6 +41,10 @@ class DataConfig:
     classes_per_client: int = 2  # labels each client holds ("#C=k"), used by partition: shards
     samples_per_worker: int = 0  # examples per worker (per client with clients.total); 0: split everything
     probe_size: int = 1000  # examples per worker whose representation Z is logged
+    # Where each worker's probe comes from: "shard", the first probe_size examples of its
+    # evaluation subset (training examples); "test", held-out test examples drawn with the label
+    # proportions of the worker's shard (a sample of its own distribution it never trained on).
+    probe_from: Literal["shard", "test"] = "shard"
     eval_size: int = 2000  # shard examples behind local_acc/averaged_acc; 0: the whole shard
     test_size: int = 0  # test examples behind test_acc; 0: the whole test set
     # Test examples behind test_acc at logged rounds before the last: a fixed random subset of
@@ -56,9 +60,10 @@ class DataConfig:
         _require(self.samples_per_worker >= 0, "data.samples_per_worker",
                  "an integer >= 0 (0 = split the whole training set)", self.samples_per_worker)
         _require(self.probe_size >= 1, "data.probe_size", "an integer >= 1", self.probe_size)
-        _require(self.eval_size == 0 or self.eval_size >= self.probe_size, "data.eval_size",
-                 f"0 (whole shard) or an integer >= data.probe_size ({self.probe_size}): "
-                 "the probe is part of the evaluation subset", self.eval_size)
+        _require(self.eval_size == 0 or self.eval_size >= self.probe_size or self.probe_from == "test",
+                 "data.eval_size",
+                 f"0 (whole shard) or an integer >= data.probe_size ({self.probe_size}): with "
+                 "data.probe_from: shard the probe is part of the evaluation subset", self.eval_size)
         _require(self.test_size >= 0, "data.test_size", "an integer >= 0 (0 = whole test set)",
                  self.test_size)
         _require(self.test_subset >= 0 and (self.test_size == 0 or self.test_subset <= self.test_size),

@@ -52,7 +52,8 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     test_y = torch.from_numpy(dataset.test_y[plan.test_indices])
     D = model.representation_dim
     mi_params = {name: cfg.mi.params(name) for name in cfg.mi.estimators}
-    probe_indices = np.stack([w.shard[w.probe_positions] for w in plan.workers])  # (W, P) global indices
+    # (W, P) indices into the training set, or the test set with data.probe_from: test
+    probe_indices = np.stack([w.probe_indices() for w in plan.workers])
     measurements = Measurements(model, test_x, test_y, mi_params, probe_x, probe_y, test_subset=plan.test_subset)
     algorithm = new_algorithm(cfg, model, measurements.flat, plan.num_clients)
     server = algorithm.server_init(measurements.flat.vector.numpy())

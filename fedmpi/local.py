@@ -9,6 +9,7 @@ client sends and how the sum becomes the global model is the algorithm's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -55,6 +56,32 @@ def worker_tensors(dataset, worker_data, device):
     x = dataset.inputs(dataset.train_x[worker_data.shard]).to(device)
     y = torch.from_numpy(dataset.train_y[worker_data.shard]).to(device)
     return x, y, x[worker_data.eval_positions].for_evaluation(), y[worker_data.eval_positions]
+
+
+def probe_tensors(dataset, worker_data, eval_x, eval_y: torch.Tensor, probe_size: int, device):
+    """A worker's probe: its held-out test examples (`worker_data.probe_test`, data.probe_from:
+    test) or the first `probe_size` examples of its evaluation subset. Inputs ready for
+    evaluation, labels (P,) int64."""
+    if worker_data.held_out_probe:
+        idx = worker_data.probe_test
+        x = dataset.inputs(dataset.test_x[idx]).to(device).for_evaluation()
+        return x, torch.from_numpy(np.asarray(dataset.test_y[idx], dtype=np.int64)).to(device)
+    return eval_x[:probe_size], eval_y[:probe_size]
+
+
+def evaluate_with_probe(group, eval_x, eval_y, probe_x, probe_y, want_z: bool, held_out: bool):
+    """(local, averaged) Evaluations of a worker's group: accuracy and loss on the evaluation
+    subset; the probe's predictions, log-probabilities and (with `want_z`) Z from the probe, in
+    the same forward passes where the probe is the subset's first examples, in two more where it
+    is held out."""
+    if not held_out:
+        return group.evaluate(eval_x, eval_y, len(probe_y), want_z)
+    local, avg = group.evaluate(eval_x, eval_y, 0, False)
+    p_local, p_avg = group.evaluate(probe_x, probe_y, len(probe_y), want_z)
+    return (dataclasses.replace(local, z_probe=p_local.z_probe, probe_pred=p_local.probe_pred,
+                                probe_logp=p_local.probe_logp),
+            dataclasses.replace(avg, z_probe=p_avg.z_probe, probe_pred=p_avg.probe_pred,
+                                probe_logp=p_avg.probe_logp))
 
 
 def new_model(cfg, input_shape, num_classes, device):

@@ -20,7 +20,7 @@ import numpy as np
 
 from fedmpi.errors import UsageError
 from fedmpi.partition import partition
-from fedmpi.seeding import CLIENTS, SUBSETS, TEST, TEST_SUBSET, rng_for
+from fedmpi.seeding import CLIENTS, SUBSETS, TEST, TEST_PROBE, TEST_SUBSET, rng_for
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class WorkerData:
-    """Indices into the training set of one worker; probe == eval_positions[:probe_size].
+    """Indices into the training set of one worker; probe == eval_positions[:probe_size], unless
+    `probe_test` holds the worker's held-out probe (indices into the test set, data.probe_from: test).
 
     The worker's shard is the union of its simulated clients' shards, client
     after client; `client_slices[j]` is where client `client_ids[j]` lies in it.
@@ -127,6 +128,15 @@ class WorkerData:
     probe_positions: np.ndarray  # (P,) positions within the shard
     client_ids: tuple[int, ...]
     client_slices: tuple[slice, ...]
+    probe_test: np.ndarray | None = None  # (P,) int64 indices into the test set, or None
+
+    @property
+    def held_out_probe(self) -> bool:
+        return self.probe_test is not None
+
+    def probe_indices(self) -> np.ndarray:
+        """(P,) int64: the probe's indices into the test set (held out) or the training set."""
+        return self.probe_test if self.held_out_probe else self.shard[self.probe_positions]
 
 
 @dataclass(frozen=True)
@@ -176,8 +186,12 @@ class Plan:
         return sum((self.steps_in(j) for j in range(i + 1)), np.zeros(self.num_clients, dtype=np.int64))
 
 
-def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) -> Plan:
+def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int,
+              test_labels: np.ndarray | None = None) -> Plan:
+    """test_labels (num_test,): needed with data.probe_from: test, which draws each worker's probe
+    from the test set."""
     d = cfg.data
+    held_out = d.probe_from == "test"
     num_clients = cfg.clients.total or num_workers
     per_round = cfg.clients.per_round or num_clients
     if num_clients < num_workers:
@@ -187,7 +201,7 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
         raise UsageError(f"config: clients.per_round={per_round} is more than clients.total={num_clients}")
     # Clients, not workers, own data: with one client per worker the two coincide.
     batch = cfg.train.batch_size
-    least = d.probe_size if num_clients == num_workers else 1
+    least = d.probe_size if num_clients == num_workers and not held_out else 1
     # A Dirichlet split re-draws until every client also holds one full batch; the other
     # schemes are fixed by the seed, so a client short of a batch is refused below.
     shards = partition(train_labels, num_clients, d.partition, seed=cfg.seed, alpha=d.alpha,
@@ -204,13 +218,20 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
         parts = [shards[c] for c in ids]
         bounds = np.cumsum([0] + [len(p) for p in parts])
         shard = np.concatenate(parts)
-        if len(shard) < d.probe_size:
+        if len(shard) < d.probe_size and not held_out:
             raise UsageError(f"worker {k + 1} gets {len(shard)} examples, fewer than data.probe_size="
                              f"{d.probe_size}; lower data.probe_size or use fewer workers")
         order = rng_for(cfg.seed, SUBSETS, k).permutation(len(shard))
         size = len(shard) if d.eval_size == 0 else min(d.eval_size, len(shard))
-        workers.append(WorkerData(shard, order[:size], order[:d.probe_size], tuple(int(c) for c in ids),
-                                  tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))))
+        probe_test = None
+        if held_out:
+            if test_labels is None:
+                raise ValueError("make_plan needs test_labels with data.probe_from: test")
+            probe_test = held_out_probe(train_labels[shard], test_labels, d.probe_size,
+                                        rng_for(cfg.seed, TEST_PROBE, k), f"worker {k + 1}")
+        workers.append(WorkerData(shard, order[:size], order[:min(d.probe_size, len(shard))],
+                                  tuple(int(c) for c in ids),
+                                  tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])), probe_test))
     if d.test_size > num_test:
         raise UsageError(f"config: data.test_size={d.test_size} but the test set has {num_test} "
                          "examples; lower it or use 0 for the whole test set")
@@ -228,6 +249,28 @@ def make_plan(cfg, train_labels: np.ndarray, num_test: int, num_workers: int) ->
                         cfg.sync.unit, epoch_steps, t.lr, t.lr_schedule, t.lr_step, t.lr_gamma)
     return Plan(num_workers, tuple(workers), test, subset, schedule, d.probe_size, num_clients, per_round,
                 cfg.seed)
+
+
+def held_out_probe(shard_labels: np.ndarray, test_labels: np.ndarray, size: int, rng: np.random.Generator,
+                   who: str) -> np.ndarray:
+    """(size,) int64 indices into the test set: a sample without replacement whose label counts
+    follow the shard's label proportions (largest remainders), in random order. Every partition
+    fedmpi makes skews labels only, so p(x | y) is the same on a shard and on the test set, and
+    this is a sample of the shard's own distribution that no model trained on."""
+    num_classes = int(max(shard_labels.max(), test_labels.max())) + 1
+    share = np.bincount(shard_labels, minlength=num_classes) / len(shard_labels) * size
+    quota = np.floor(share).astype(np.int64)
+    order = np.lexsort((np.arange(num_classes), -(share - quota)))  # largest remainder first, then label
+    quota[order[:size - int(quota.sum())]] += 1
+    chosen = []
+    for label in range(num_classes):
+        pool = np.flatnonzero(test_labels == label)
+        if quota[label] > len(pool):
+            raise UsageError(f"config: data.probe_from=test: {who}'s probe of data.probe_size={size} needs "
+                             f"{quota[label]} test examples of label {label} and the test set has {len(pool)}; "
+                             "lower data.probe_size")
+        chosen.append(rng.choice(pool, int(quota[label]), replace=False))
+    return rng.permutation(np.concatenate(chosen)).astype(np.int64)
 
 
 def label_counts(plan: Plan, train_labels: np.ndarray, num_classes: int) -> np.ndarray:

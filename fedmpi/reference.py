@@ -21,7 +21,8 @@ import torch
 from fedmpi import compressed, data, divergence, observe
 from fedmpi.device import limit_threads
 from fedmpi.flat import FlatParams
-from fedmpi.local import ClientGroup, evaluate, new_model, probe_bounds, worker_tensors
+from fedmpi.local import (ClientGroup, evaluate, evaluate_with_probe, new_model, probe_bounds, probe_tensors,
+                          worker_tensors)
 from fedmpi.plan import make_plan
 from fedmpi.protocol import CONTROL, Position
 from fedmpi.sync import build_policy
@@ -40,9 +41,11 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
     """
     limit_threads(cfg.train.threads)
     dataset = data.load(cfg.data, cfg.clients.total or num_workers, cfg.seed)
-    plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), num_workers)
+    plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), num_workers, dataset.test_y)
     schedule = plan.schedule
     tensors = [worker_tensors(dataset, w, "cpu") for w in plan.workers]
+    probes = [probe_tensors(dataset, w, ex, ey, plan.probe_size, "cpu")
+              for w, (_, _, ex, ey) in zip(plan.workers, tensors)]
     groups = [ClientGroup(cfg, dataset, w, x, y, "cpu", plan.num_clients, worker=k)
               for k, (w, (x, y, _, _)) in enumerate(zip(plan.workers, tensors))]
     evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, "cpu")
@@ -92,8 +95,8 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
             if cfg.compression.measure_distortion and logged:
                 diagnostics[1:] = compressed.diagnose(combined, np.stack([g.uplink.update for g in groups]))
         if policy.measure_values:
-            for k, (g, (_, _, ex, ey)) in enumerate(zip(groups, tensors)):
-                policy.measure(observe.sync_view(g, ex[:plan.probe_size], ey[:plan.probe_size]), measures[k])
+            for k, (g, (px, py)) in enumerate(zip(groups, probes)):
+                policy.measure(observe.sync_view(g, px, py), measures[k])
             position.measured(policy, _in_rank_order(measures))
         if not logged:
             continue
@@ -108,7 +111,8 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
             out["divergence_relative"].append(relative)
             out["divergence_drift_diversity"].append(diversity)
         want_z = schedule.z_at(i, final)
-        pairs = [g.evaluate(ex, ey, plan.probe_size, want_z) for g, (_, _, ex, ey) in zip(groups, tensors)]
+        pairs = [evaluate_with_probe(g, ex, ey, px, py, want_z, w.held_out_probe)
+                 for g, w, (_, _, ex, ey), (px, py) in zip(groups, plan.workers, tensors, probes)]
         evaluator_flat.assign(torch.from_numpy(server["theta"]))
         test = evaluate(evaluator, *tests[plan.full_test(final)])
         out["step"].append(schedule.step(j))
@@ -121,8 +125,7 @@ def run_reference(cfg, num_workers: int) -> dict[str, np.ndarray]:
         out["averaged_acc"].append([av.accuracy for _, av in pairs])
         out["averaged_loss"].append([av.loss for _, av in pairs])
         out["train_loss"].append(losses)
-        out["bounds"].append([probe_bounds(ey[:plan.probe_size].numpy(), lo, av)
-                              for (lo, av), (_, _, _, ey) in zip(pairs, tensors)])
+        out["bounds"].append([probe_bounds(py.numpy(), lo, av) for (lo, av), (_, py) in zip(pairs, probes)])
         out["sampled"].append(plan.sampled(i))
         if want_z and cfg.trace.activations:
             out["z_local"].append(np.stack([lo.z_probe.numpy() for lo, _ in pairs]))

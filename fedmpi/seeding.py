@@ -20,6 +20,7 @@ CLIENTS = 7  # per-round client sampling
 COMPRESSION = 8  # per-worker, per-sync-point draws of stochastic compressors
 AUGMENT = 9  # per-client training-time augmentation (data.augment)
 TEST_SUBSET = 10  # the test examples of logged rounds before the last (data.test_subset)
+TEST_PROBE = 11  # per-worker held-out probes drawn from the test set (data.probe_from: test)
 
 
 def rng_for(seed: int, *tags: int) -> np.random.Generator:

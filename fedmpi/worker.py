@@ -22,7 +22,7 @@ import torch
 
 from fedmpi import compressed, observe
 from fedmpi.device import limit_threads, pick_device
-from fedmpi.local import ClientGroup, probe_bounds, worker_tensors
+from fedmpi.local import ClientGroup, evaluate_with_probe, probe_bounds, probe_tensors, worker_tensors
 from fedmpi.protocol import (BOUNDS, METRICS, PolicyBuffers, Position, RoundBuffers, checkpoint_due,
                              policy_collective, sync_point)
 from fedmpi.sync import build_policy
@@ -35,11 +35,12 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     cuda_count = torch.cuda.device_count() if cfg.device != "cpu" else 0
     device = torch.device(pick_device(cfg.device, comm.node_worker_index, cuda_count))
 
-    x, y, eval_x, eval_y = worker_tensors(dataset, plan.workers[k], device)
+    mine = plan.workers[k]
+    x, y, eval_x, eval_y = worker_tensors(dataset, mine, device)
+    probe_x, probe_y = probe_tensors(dataset, mine, eval_x, eval_y, plan.probe_size, device)
     dataset.release()  # this rank's examples are copied: the mapped dataset's pages can go
     comm.placement()
-    comm.gather_probes(eval_x.rows(0, plan.probe_size).contiguous().cpu().numpy(),
-                       eval_y[:plan.probe_size].cpu().numpy())
+    comm.gather_probes(probe_x.rows(0, plan.probe_size).contiguous().cpu().numpy(), probe_y.cpu().numpy())
 
     group = ClientGroup(cfg, dataset, plan.workers[k], x, y, device, plan.num_clients, worker=k)
     policy = build_policy(cfg.sync.policy.name, cfg.sync.policy.params)
@@ -55,7 +56,6 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     measure_bufs = PolicyBuffers(len(policy.measure_values), with_stop=False)
     metrics_buf = np.zeros(len(METRICS), dtype=np.float64)
     bounds_buf = np.zeros(len(BOUNDS), dtype=np.float64)
-    probe_x, probe_y = eval_x[:plan.probe_size], eval_y[:plan.probe_size]
     probe_labels = probe_y.cpu().numpy()
     z_buf = np.empty((2, plan.probe_size, group.evaluator.representation_dim), dtype=np.float32)  # (2, P, D)
     down = np.empty(group.size + 1, dtype=np.float32)  # [theta | stop] of a gathered compressed sync point
@@ -94,7 +94,7 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
             if schedule.logs(i, final):
                 t2 = time.perf_counter()
                 want_z = schedule.z_at(i, final)
-                local, avg = group.evaluate(eval_x, eval_y, plan.probe_size, want_z)
+                local, avg = evaluate_with_probe(group, eval_x, eval_y, probe_x, probe_y, want_z, mine.held_out_probe)
                 times["eval"] += time.perf_counter() - t2
                 metrics_buf[:] = (local.accuracy, local.loss, avg.accuracy, avg.loss, train_loss,
                                   times["train"], times["eval"], times["sync"])

@@ -119,8 +119,8 @@ def test_an_estimate_outside_its_bounds_is_flagged(traces, tmp_path, capsys):
         f["mi/binning/zy_local"][-1, 1] = fano[-1, 1] - 0.5 if fano[-1, 1] > 0.5 else -0.5
     rc, out, _ = analyze(capsys, path)
     assert rc == 0
-    assert "! edge: 1 I(Z;Y) estimate(s) outside [Fano, H(Y)]" in out and "sync point 2 worker 0 averaged: above" in out
-    assert "! binning: 1 I(Z;Y) estimate(s) outside" in out and "worker 1 local: below" in out
+    assert "! edge: 1 I(Z;Y) estimate(s) outside [Fano, H(Y)]" in out and "sync point 2 worker 1 averaged: above" in out
+    assert "! binning: 1 I(Z;Y) estimate(s) outside" in out and "worker 2 local: below" in out
 
 
 def test_a_schema_1_trace_reads_as_before(traces, tmp_path, capsys):

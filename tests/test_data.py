@@ -146,3 +146,58 @@ def test_evaluation_copy_gives_the_same_chunks_and_is_kept_only_when_small(monke
     assert kept.for_evaluation() is kept
     monkeypatch.setattr(inputs, "EVAL_COPY_BYTES", 20 * 3 * 8 * 8 * 4 - 1)  # one byte short
     assert x.for_evaluation() is x
+
+
+def _held_out_cfg(probe_size: int, partition: str = "classes"):
+    from fedmpi import config
+    return config.from_dict({"data": {"name": "synthetic", "partition": partition, "probe_size": probe_size,
+                                      "eval_size": 32, "probe_from": "test"},
+                             "train": {"epochs": 1, "batch_size": 16}})
+
+
+def test_held_out_probe_follows_each_shards_label_proportions():
+    """data.probe_from: test. Worker 1 holds classes 0-4 and worker 2 classes 5-9, 31/24/20/15/10
+    examples of them: each probe is test examples of its own worker's classes in the shard's
+    proportions (30 x those = 9.3, 7.2, 6, 4.5, 3: the one left over goes to the largest
+    remainder), without repeats, in random order, the same on every call."""
+    from fedmpi.plan import make_plan
+    train = np.repeat(np.arange(10), [31, 24, 20, 15, 10] * 2)
+    test = np.repeat(np.arange(10), 100)
+    plan = make_plan(_held_out_cfg(30), train, len(test), 2, test)
+    again = make_plan(_held_out_cfg(30), train, len(test), 2, test)
+    for k, w in enumerate(plan.workers):
+        assert w.held_out_probe and len(w.probe_test) == 30 and len(np.unique(w.probe_test)) == 30
+        np.testing.assert_array_equal(w.probe_test, again.workers[k].probe_test)
+        np.testing.assert_array_equal(w.probe_indices(), w.probe_test)
+        counts = np.bincount(test[w.probe_test], minlength=10)
+        np.testing.assert_array_equal(counts[5 * k:5 * k + 5], [9, 7, 6, 5, 3])
+        assert counts.sum() == 30
+        assert not np.all(np.diff(test[w.probe_test]) >= 0)  # shuffled, not grouped by label
+
+
+def test_held_out_probe_larger_than_a_class_of_the_test_set_is_one_line():
+    from fedmpi.plan import make_plan
+    train = np.repeat(np.arange(10), 20)
+    test = np.repeat(np.arange(10), 5)  # 5 test examples per class; worker 1's probe needs 10 of each
+    with pytest.raises(UsageError, match="data.probe_from=test") as err:
+        make_plan(_held_out_cfg(50), train, len(test), 2, test)
+    assert "data.probe_size" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_shard_probe_is_the_evaluation_subsets_first_examples():
+    from fedmpi import config
+    from fedmpi.plan import make_plan
+    cfg = config.from_dict({"data": {"name": "synthetic", "probe_size": 8, "eval_size": 32},
+                            "train": {"epochs": 1, "batch_size": 16}})
+    plan = make_plan(cfg, np.repeat(np.arange(10), 20), 100, 2)
+    for w in plan.workers:
+        assert not w.held_out_probe
+        np.testing.assert_array_equal(w.probe_indices(), w.shard[w.eval_positions[:8]])
+
+
+def test_a_held_out_probe_may_be_larger_than_the_evaluation_subset():
+    from fedmpi import config
+    cfg = config.from_dict({"data": {"probe_size": 500, "eval_size": 100, "probe_from": "test"}})
+    assert cfg.data.eval_size == 100
+    with pytest.raises(UsageError, match="data.eval_size"):
+        config.from_dict({"data": {"probe_size": 500, "eval_size": 100}})

@@ -169,6 +169,39 @@ def test_mpi_run_equals_single_process_reference(tmp_path, redistribute, algorit
         assert np.abs(got["local_acc"] - got["averaged_acc"]).max() > 0
 
 
+
+def test_held_out_probe_comes_from_the_test_set_and_the_run_equals_the_reference(tmp_path):
+    """data.probe_from: test. Each worker's probe is test examples with its shard's label
+    proportions (skewed splits: tests/test_data.py), the MI and bounds are computed on it,
+    and the MPI run equals the single-process reference; local and averaged accuracy still
+    come from the shard's evaluation subset."""
+    overrides = ["data.probe_from=test", "train.epochs=2", "mi.estimators=[decoder]"]
+    run_ok(3, smoke_args(tmp_path, "held", *overrides))
+    got = _trace_arrays(tmp_path / "held.h5")
+    cfg = config.load(str(SMOKE), overrides)
+    want = run_reference(cfg, num_workers=2)
+    for key in ("test_acc", "local_acc", "averaged_acc", "z_local", "z_averaged", "bounds"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=key)
+    from fedmpi import data
+    from fedmpi.plan import make_plan
+    dataset = data.load(cfg.data, 2, cfg.seed)
+    plan = make_plan(cfg, dataset.train_y, len(dataset.test_y), 2, dataset.test_y)
+    with open_trace(str(tmp_path / "held.h5")) as f:
+        indices, labels = f["probe/indices"][:], f["probe/labels"][:]
+        inputs = f["probe/inputs"][:]
+        decoder = f["mi/decoder/zy_averaged"][:]
+    for k, w in enumerate(plan.workers):
+        np.testing.assert_array_equal(indices[k], w.probe_test)
+        np.testing.assert_array_equal(labels[k], dataset.test_y[indices[k]])
+        share = np.bincount(dataset.train_y[w.shard], minlength=10) / len(w.shard)
+        counts = np.bincount(labels[k], minlength=10)
+        assert counts.sum() == 128 and np.abs(counts - 128 * share).max() < 1  # the shard's label proportions
+    expected = dataset.inputs(dataset.test_x[indices[0]]).all().numpy()
+    np.testing.assert_allclose(inputs[0], expected, rtol=1e-6, atol=1e-6)  # the probe's inputs: test images
+    assert np.isfinite(decoder).all()
+    from fedmpi.cli import main as cli_main
+    assert cli_main(["analyze", str(tmp_path / "held.h5")]) == 0
+
 def test_gather_collective_gives_the_same_run_as_allreduce(tmp_path):
     base = ["mi.estimators=[]", "train.epochs=1", "trace.activations=false"]
     run_ok(3, smoke_args(tmp_path, "ar", *base))

@@ -278,6 +278,7 @@ def test_analyze_prints_each_client_with_its_worker_counted_from_one():
 @pytest.mark.parametrize("raw,message", [
     ({"sync": {"unit": "hours"}}, "config: sync.unit must be one of batches, epochs; got 'hours'"),
     ({"data": {"augment": "mixup"}}, "config: data.augment must be one of none, crop-flip; got 'mixup'"),
+    ({"data": {"probe_from": "train"}}, "config: data.probe_from must be one of shard, test; got 'train'"),
     ({"train": {"lr_schedule": "linear"}}, "config: train.lr_schedule must be one of constant, step, cosine"),
     ({"train": {"optimizer_state": "zero"}}, "config: train.optimizer_state must be one of keep, reset"),
     ({"clients": {"weighting": "loss"}}, "config: clients.weighting must be one of examples, uniform"),

@@ -237,7 +237,7 @@ def _mi_figure(t: Trace, est: str):
                     and not np.any(~np.isnan(values["xz_averaged"][:, k])):
                 ax.text(0.5, 0.5, f"{est} does not estimate I(X;Z)", transform=ax.transAxes,
                         ha="center", va="center", color="grey")
-            ax.set_title(f"worker {k} (local dataset {k}): {what}")
+            ax.set_title(f"worker {k + 1} (local dataset {k + 1}): {what}")
             ax.set_ylabel(f"{what} [nats]")
             ax.set_xlabel("sync point")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -312,7 +312,7 @@ def _infoplane_figure(t: Trace, est: str):
                        marker=_MODEL_STYLE[model]["marker"], edgecolors="black", linewidths=0.4)
         ax.set_xlabel("I(X;Z) [nats]")
         ax.set_ylabel("I(Z;Y) [nats]")
-        ax.set_title(f"worker {k} (local dataset {k})")
+        ax.set_title(f"worker {k + 1} (local dataset {k + 1})")
         ax.grid(alpha=0.3)
         ax.legend(handles=[Line2D([], [], color="grey", markerfacecolor="white", markeredgecolor="black",
                                   label=f"{model} model", **_MODEL_STYLE[model]) for model in MODELS],

@@ -93,7 +93,7 @@ def reestimate(f, name: str, params, path: str) -> dict:
                         est = (series[k, model].estimate_with_error(a, b) if pair == info.ZY
                                else info.estimate_with_error(name, a, b, params))
                     except ValueError as exc:
-                        raise UsageError(f"{name} cannot estimate sync point {r + 1}, worker {k}, {model} model "
+                        raise UsageError(f"{name} cannot estimate sync point {r + 1}, worker {k + 1}, {model} model "
                                          f"on {path}: {exc}") from None
                     out[f"{pair}_{model}"][r, k], out[f"{pair}_{model}_se"][r, k] = est.value, est.stderr
     return out

@@ -234,8 +234,10 @@ def print_summary(t: Trace, out) -> None:
     bounded = bool(t.bounds)
     title = "latest MI estimates (nats, ± standard error), per worker"
     if bounded:
+        examples = ("held-out test examples with the shard's label proportions"
+                    if setting(t, "data.probe_from", "shard") == "test" else "training examples")
         title += ("; I(Z;Y) lies in [Fano, H(Y)] of the worker's probe: Fano from the model's error, "
-                  "head = H(Y) - CE of the model's own classifier (probe examples are training examples)")
+                  f"head = H(Y) - CE of the model's own classifier (probe examples are {examples})")
     mi_table = Table(title=title)
     cols = ["estimator", "sync point", "worker", "I(X;Z) local", "I(X;Z) averaged", "I(Z;Y) local",
             "I(Z;Y) averaged"]
@@ -252,7 +254,7 @@ def print_summary(t: Trace, out) -> None:
             continue
         se = t.mi_se[est]
         for k in range(t.num_workers):
-            cells = [est_label(t, est) if k == 0 else "", str(int(t.index[r]) + 1), str(k)]
+            cells = [est_label(t, est) if k == 0 else "", str(int(t.index[r]) + 1), str(k + 1)]
             for key in ("xz_local", "xz_averaged", "zy_local", "zy_averaged"):
                 cell = fmt(values[key][k])
                 if not np.isnan(se[key][r, k]):
@@ -278,7 +280,7 @@ def print_band_report(t: Trace, found: list, out) -> None:
                 out.print(f"{est_label(t, est)}: every I(Z;Y) estimate inside [Fano, H(Y)] (within 2 standard "
                           "errors)")
                 continue
-            shown = "; ".join(f"sync point {int(t.index[r]) + 1} worker {k} {model}: {check.side} by "
+            shown = "; ".join(f"sync point {int(t.index[r]) + 1} worker {k + 1} {model}: {check.side} by "
                               f"{check.excess:.3f} nats ({check.excess_se:.1f} se)"
                               for _, r, k, model, check in mine[:5])
             more = f"; +{len(mine) - 5} more" if len(mine) > 5 else ""
