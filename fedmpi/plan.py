@@ -100,19 +100,6 @@ class Schedule:
         """Whether workers send Z at sync point s: to log it, or to estimate MI from it."""
         return self.logs(s, final) and (self.activations or (self.mi_on and self.mi_at(s, final)))
 
-    # The same, for periodic sync, where sync point i is check point i.
-    def logged(self, i: int) -> bool:
-        return self.logs(i, i == self.num_rounds - 1)
-
-    def logged_rounds(self) -> list[int]:
-        return [i for i in range(self.num_rounds) if self.logged(i)]
-
-    def mi_due(self, i: int) -> bool:
-        return self.mi_at(i, i == self.num_rounds - 1)
-
-    def wants_z(self, i: int) -> bool:
-        return self.z_at(i, i == self.num_rounds - 1)
-
 
 @dataclass(frozen=True)
 class WorkerData:

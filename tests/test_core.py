@@ -149,13 +149,13 @@ def test_schedule_counts_sync_points_and_the_short_last_interval():
     assert s.num_rounds == 3
     assert [s.step(i) for i in range(3)] == [100, 200, 250]
     assert [s.steps_before(i) for i in range(3)] == [100, 100, 50]
-    assert s.logged_rounds() == [1, 2]  # every 2nd, and always the last
+    assert [i for i in range(3) if s.logs(i, i == 2)] == [1, 2]  # every 2nd, and always the last
 
 
 def test_mi_every_counts_logged_rounds_and_keeps_the_last():
     s = Schedule(total_steps=1000, sync_every=100, trace_every=1, mi_every=3, mi_on=True)
-    assert [i for i in range(10) if s.mi_due(i)] == [0, 3, 6, 9]
-    assert [i for i in range(10) if s.wants_z(i)] == [0, 3, 6, 9]
+    assert [i for i in range(10) if s.mi_at(i, i == 9)] == [0, 3, 6, 9]
+    assert [i for i in range(10) if s.z_at(i, i == 9)] == [0, 3, 6, 9]
 
 
 @pytest.mark.parametrize("requested,index,count,expected", [

@@ -10,16 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from fedmpi import config, data, observe
+from fedmpi import config, observe
 from fedmpi.console import Console
 from fedmpi.errors import UsageError
-from fedmpi.local import ClientGroup, probe_bounds, worker_tensors
-from fedmpi.plan import Schedule, WorkerData, make_plan
+from fedmpi.local import probe_bounds
+from fedmpi.plan import Schedule, make_plan
 from fedmpi.protocol import PolicyBuffers, Position
 from fedmpi.sync import SYNC_POLICIES, WorkerView, build_policy
 from fedmpi.sync.base import FIXED, to_fixed
 from fedmpi.sync.dynamic import DynamicParams, squared_distance
 from fedmpi.sync.information import InformationParams
+
+from conftest import small_config, small_group
+
 
 # ------------------------------------------------------------------ periodic
 
@@ -266,7 +269,8 @@ def test_every_job_file_without_a_policy_is_periodic():
 def test_runtime_logging_of_sync_points_matches_the_periodic_schedule():
     for trace_every, mi_every, total in ((1, 1, 10), (2, 1, 7), (3, 2, 20), (1, 3, 10)):
         s = Schedule(total_steps=total, sync_every=1, trace_every=trace_every, mi_every=mi_every, mi_on=True)
-        logged = s.logged_rounds()
+        n = s.num_rounds
+        logged = [i for i in range(n) if (i + 1) % trace_every == 0 or i == n - 1]  # every k-th and the last
         for i in range(s.num_rounds):
             final = i == s.num_rounds - 1
             assert s.logs(i, final) == (i in logged)
@@ -326,21 +330,11 @@ def test_console_counts_steps_and_sync_points_when_the_policy_decides_them(capsy
 # ------------------------------------------------------------------ a round in segments
 
 def _cfg(**sections) -> config.Config:
-    raw = {"seed": 2, "model": {"name": "lenet", "width": 0.5}, "device": "cpu",
-           "data": {"name": "synthetic", "probe_size": 16, "eval_size": 0},
-           "train": {"batch_size": 16, "lr": 0.05, "momentum": 0.9}}
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return config.from_dict(raw)
+    return small_config(16, 16, **sections)
 
 
 def _group(cfg, sizes=(64, 48)):
-    dataset = data.synthetic(sum(sizes), 4, seed=3)
-    bounds = np.cumsum((0,) + tuple(sizes))
-    wd = WorkerData(np.arange(bounds[-1], dtype=np.int64), np.arange(32), np.arange(16), tuple(range(len(sizes))),
-                    tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])))
-    x, y, ex, ey = worker_tensors(dataset, wd, "cpu")
-    return ClientGroup(cfg, dataset, wd, x, y, "cpu", num_clients=len(sizes), worker=0), ex, ey
+    return small_group(cfg, sizes, 32, 16)
 
 
 @pytest.mark.parametrize("algorithm", ["fedavg", "scaffold"])
