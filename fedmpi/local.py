@@ -9,9 +9,8 @@ client sends and how the sum becomes the global model is the algorithm's
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -78,9 +77,9 @@ def evaluate_with_probe(group, eval_x, eval_y, probe_x, probe_y, want_z: bool, h
         return group.evaluate(eval_x, eval_y, len(probe_y), want_z)
     local, avg = group.evaluate(eval_x, eval_y, 0, False)
     p_local, p_avg = group.evaluate(probe_x, probe_y, len(probe_y), want_z)
-    return (dataclasses.replace(local, z_probe=p_local.z_probe, probe_pred=p_local.probe_pred,
+    return (replace(local, z_probe=p_local.z_probe, probe_pred=p_local.probe_pred,
                                 probe_logp=p_local.probe_logp),
-            dataclasses.replace(avg, z_probe=p_avg.z_probe, probe_pred=p_avg.probe_pred,
+            replace(avg, z_probe=p_avg.z_probe, probe_pred=p_avg.probe_pred,
                                 probe_logp=p_avg.probe_logp))
 
 
@@ -320,7 +319,11 @@ class ClientGroup:
             self.round.start[j] = client.flat.vector.detach().cpu().numpy().copy()
             self.round.loss[j], self.round.steps[j] = 0.0, 0
             self.round.rate[j] = client.opt.lr
-        self._hooks = {j: self.algorithm.gradient_hook(self.client_states[j], self.server) for j in self.round.start}
+        self._hooks = self._round_hooks()
+
+    def _round_hooks(self) -> dict:
+        """The algorithm's gradient hook of each client training in the round under way."""
+        return {j: self.algorithm.gradient_hook(self.client_states[j], self.server) for j in self.round.start}
 
     @property
     def in_round(self) -> bool:
@@ -435,7 +438,7 @@ class ClientGroup:
             self.round = _Round({j: v.numpy().copy() for j, v in zip(saved["clients"], saved["start"])},
                                 dict(zip(saved["clients"], saved["loss"])), dict(zip(saved["clients"], saved["steps"])),
                                 dict(zip(saved["clients"], saved["rate"])))
-            self._hooks = {j: self.algorithm.gradient_hook(self.client_states[j], self.server) for j in self.round.start}
+            self._hooks = self._round_hooks()
 
 
 @dataclass

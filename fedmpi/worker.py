@@ -40,9 +40,9 @@ def run_worker(comm, cfg, dataset, plan, stop, resume: bool = False) -> int:
     probe_x, probe_y = probe_tensors(dataset, mine, eval_x, eval_y, plan.probe_size, device)
     dataset.release()  # this rank's examples are copied: the mapped dataset's pages can go
     comm.placement()
-    comm.gather_probes(probe_x.rows(0, plan.probe_size).contiguous().cpu().numpy(), probe_y.cpu().numpy())
+    comm.gather_probes(probe_x.all().contiguous().cpu().numpy(), probe_y.cpu().numpy())
 
-    group = ClientGroup(cfg, dataset, plan.workers[k], x, y, device, plan.num_clients, worker=k)
+    group = ClientGroup(cfg, dataset, mine, x, y, device, plan.num_clients, worker=k)
     policy = build_policy(cfg.sync.policy.name, cfg.sync.policy.params)
     position = Position.start(policy)
     if resume:

@@ -1,4 +1,5 @@
-"""Shared helpers: launching real MPI jobs under a timeout (a hang is a failure)."""
+"""Shared helpers: launching real MPI jobs under a timeout (a hang is a failure); a small
+worker's client group in process."""
 
 from __future__ import annotations
 
@@ -82,3 +83,32 @@ def kill_job(proc: subprocess.Popen, marker: str, limit: float = 30) -> None:
                 pass
         time.sleep(0.1)
     proc.communicate(timeout=30)
+
+
+# ------------------------------------------------------------------ a small worker, in process
+
+def small_config(probe_size: int, batch_size: int, **sections):
+    """A half-width LeNet on synthetic data, on the CPU; `sections` overlay the job's sections."""
+    from fedmpi import config
+    raw = {"seed": 2, "model": {"name": "lenet", "width": 0.5}, "device": "cpu",
+           "data": {"name": "synthetic", "probe_size": probe_size, "eval_size": 0},
+           "train": {"batch_size": batch_size, "lr": 0.05, "momentum": 0.9}}
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return config.from_dict(raw)
+
+
+def small_group(cfg, sizes, eval_size: int, probe_size: int):
+    """(ClientGroup, eval_x, eval_y) of one worker holding clients of the given sizes (in id order)
+    on synthetic data, its evaluation subset and probe the first eval_size / probe_size examples."""
+    import numpy as np
+
+    from fedmpi import data
+    from fedmpi.local import ClientGroup, worker_tensors
+    from fedmpi.plan import WorkerData
+    dataset = data.synthetic(sum(sizes), 4, seed=3)
+    bounds = np.cumsum((0,) + tuple(sizes))
+    wd = WorkerData(np.arange(bounds[-1], dtype=np.int64), np.arange(eval_size), np.arange(probe_size),
+                    tuple(range(len(sizes))), tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])))
+    x, y, ex, ey = worker_tensors(dataset, wd, "cpu")
+    return ClientGroup(cfg, dataset, wd, x, y, "cpu", num_clients=len(sizes), worker=0), ex, ey

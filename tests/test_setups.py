@@ -8,12 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedmpi import config, data
+from fedmpi import config
 from fedmpi.augment import crop_flip
 from fedmpi.errors import UsageError
-from fedmpi.local import ClientGroup, check_plugins, worker_tensors
+from fedmpi.local import check_plugins
 from fedmpi.partition import partition
-from fedmpi.plan import Schedule, WorkerData, label_counts, make_plan
+from fedmpi.plan import Schedule, label_counts, make_plan
+
+from conftest import small_config, small_group
+
 
 # ------------------------------------------------------------------ augmentation
 
@@ -55,23 +58,12 @@ def test_crop_flip_without_padding_only_flips():
 # ------------------------------------------------------------------ a small worker, in process
 
 def _cfg(**sections) -> config.Config:
-    raw = {"seed": 2, "model": {"name": "lenet", "width": 0.5}, "device": "cpu",
-           "data": {"name": "synthetic", "probe_size": 4, "eval_size": 0},
-           "train": {"batch_size": 32, "lr": 0.05, "momentum": 0.9}}
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return config.from_dict(raw)
+    return small_config(4, 32, **sections)
 
 
 def _group(cfg, sizes=(100,)):
     """One worker holding clients of the given sizes (in id order), on synthetic data."""
-    dataset = data.synthetic(sum(sizes), 4, seed=3)
-    bounds = np.cumsum((0,) + tuple(sizes))
-    ids = tuple(range(len(sizes)))
-    wd = WorkerData(np.arange(bounds[-1], dtype=np.int64), np.arange(8), np.arange(4), ids,
-                    tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])))
-    x, y, ex, ey = worker_tensors(dataset, wd, "cpu")
-    return ClientGroup(cfg, dataset, wd, x, y, "cpu", num_clients=len(sizes), worker=0), ex, ey
+    return small_group(cfg, sizes, 8, 4)
 
 
 def test_augmentation_changes_training_but_never_evaluation():
