@@ -14,6 +14,9 @@
 (a2) two copies of (a) at once: what two processes on this machine's cores
     get each, without any fedmpi, so the machine's own contention (shared
     caches, memory bandwidth) can be told apart from fedmpi's overhead.
+(a2cl) as (a2), with each batch in channels-last memory format, as fedmpi
+    trains on images since 2026-12-04 (`Inputs.layout`): how much of b/a2 is
+    the layout, which plain PyTorch code could use too.
 (before) with --before DIR: (b) run again from another checkout of fedmpi
     (its `fedmpi` package and jobs/smoke.yaml), alternating with this
     checkout's (b) twice each, so a restructuring's cost shows as a ratio
@@ -51,7 +54,7 @@ SYNC_EVERY = 100
 EXAMPLES = 3200  # per worker: 100 batches per epoch
 
 
-def plain_steps_per_second(steps: int) -> float:
+def plain_steps_per_second(steps: int, channels_last: bool = False) -> float:
     torch.set_num_threads(1)
     data = synthetic(EXAMPLES, 10, seed=0)
     x = torch.from_numpy(data.train_x)
@@ -66,16 +69,19 @@ def plain_steps_per_second(steps: int) -> float:
             perm, pos = torch.randperm(len(y), generator=gen), 0
         idx = perm[pos:pos + BATCH]
         pos += BATCH
-        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+        batch = x.index_select(0, idx)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(batch), y.index_select(0, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return steps / (time.perf_counter() - start)
 
 
-def two_plain_at_once(steps: int) -> list[float]:
+def two_plain_at_once(steps: int, channels_last: bool = False) -> list[float]:
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
-            f"from overhead import plain_steps_per_second as f; print(f({steps}))")
+            f"from overhead import plain_steps_per_second as f; print(f({steps}, {channels_last}))")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
@@ -122,11 +128,13 @@ def main() -> None:
         b = fedmpi_run(mpiexec, args.steps, Path(tmp), "every-10th", trace_every=10)
         c = fedmpi_run(mpiexec, args.steps, Path(tmp), "metrics-every-sync", trace_every=1)
     pair = two_plain_at_once(args.steps)
+    pair_cl = two_plain_at_once(args.steps, channels_last=True)
     a_end = plain_steps_per_second(args.steps)
     a = (a1 + a_end) / 2
-    a2 = sum(pair) / 2
+    a2, a2cl = sum(pair) / 2, sum(pair_cl) / 2
     print(f"(a)  plain PyTorch, 1 thread:            {a:8.1f} steps/s  (runs: {a1:.1f}, {a_end:.1f})")
     print(f"(a2) two plain processes at once:        {a2:8.1f} steps/s each ({pair[0]:.1f}, {pair[1]:.1f})")
+    print(f"(a2cl) the same, channels-last batches: {a2cl:8.1f} steps/s each ({pair_cl[0]:.1f}, {pair_cl[1]:.1f})")
     print(f"(b) fedmpi -n 3, sync every {SYNC_EVERY}, every 10th logged: {b['steps_per_s']:8.1f} steps/s per worker "
           f"({b['steps']} steps in {b['wall']:.1f} s)")
     print(f"    per worker: training {np.round(b['train_s'], 1)} s, in sync {np.round(b['sync_s'], 2)} s")
@@ -134,6 +142,7 @@ def main() -> None:
           f"({c['steps']} steps in {c['wall']:.1f} s)")
     print(f"ratio b/a = {b['steps_per_s'] / a:.3f}   (target >= 0.90)")
     print(f"ratio b/a2 = {b['steps_per_s'] / a2:.3f}  (target >= 0.95: fedmpi against the same two processes without it)")
+    print(f"ratio b/a2cl = {b['steps_per_s'] / a2cl:.3f}  (against plain PyTorch in fedmpi's memory layout)")
     print(f"ratio c/a = {c['steps_per_s'] / a:.3f}   (with evaluation at every sync point)")
     print(f"coordinator CPU s per wall s while workers train: {b['coord_cpu_per_s']:.4f} (target <= 0.05)")
 

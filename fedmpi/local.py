@@ -149,6 +149,9 @@ class LocalTrainer:
         self.pos += self.batch_size
         return idx
 
+    def _augment(self, batch: torch.Tensor) -> torch.Tensor:
+        return crop_flip(batch, self.augment_gen)
+
     def state(self) -> dict:
         """Everything needed to continue training exactly: parameters, integer buffers,
         optimizer state, batch-order generator and position. A snapshot (no tensor is
@@ -192,9 +195,8 @@ class LocalTrainer:
         loss_sum = torch.zeros((), device=self.x.device)
         for _ in range(steps):
             idx = self._next_batch()
-            batch = self.x.take(idx)  # (B, C, H, W) float32
-            if self.augment:
-                batch = crop_flip(batch, self.augment_gen)
+            augment = self._augment if self.augment else None
+            batch = self.x.take(idx, augment)  # (B, C, H, W) float32, channels-last for images
             logits = self.model(batch)
             loss = F.cross_entropy(logits, self.y.index_select(0, idx))
             self.grad.zero_()

@@ -93,7 +93,12 @@ def test_inputs_normalise_each_batch_exactly_as_the_whole():
     x = root_ds.inputs(root_ds.train_x)
     assert x.raw.dtype == torch.uint8 and len(x) == 40
     idx = torch.tensor([7, 0, 39, 7])
-    assert torch.equal(x.take(idx), whole.index_select(0, idx))
+    batch = x.take(idx)
+    assert torch.equal(batch, whole.index_select(0, idx))
+    assert batch.is_contiguous(memory_format=torch.channels_last)  # the layout training runs fastest in
+    flipped = x.take(idx, lambda b: b.flip(3))  # augmentation sees (B, C, H, W) before the layout
+    assert torch.equal(flipped, whole.index_select(0, idx).flip(3))
+    assert flipped.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x.rows(5, 17), whole[5:17])
     sub = x[torch.tensor([3, 9])]
     assert torch.equal(sub.all(), whole[[3, 9]])
