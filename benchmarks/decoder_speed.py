@@ -3,7 +3,8 @@ N = 2,000, D = 84, 10 classes, one core).
 
 Z: gmm-d84-I1.5 of benchmarks/mi_accuracy.py (synthetic, 84-d, 10 classes) and, if the cache of
 benchmarks/lenet_activations.py exists, the LeNet activations after 15,640 steps (shard probe).
-Each row is the best and the median of --repeats runs.  Run with OMP_NUM_THREADS=1 for one core.
+Each row is the best and the median of --repeats runs, on one core: every estimate runs with one
+BLAS thread (fedmpi.info; before 2026-12-04 only with OMP_NUM_THREADS=1 set, as below).
 
 Usage: PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/decoder_speed.py [--sizes 1000 2000 5000]
        [--estimators decoder decoder:transform=standardize decoder_mlp]

@@ -317,3 +317,26 @@ def test_map_rows_from_one_sort_equals_the_input_map_fitted_on_the_training_rows
         got = decoder.map_rows(z, train, kind, cols)
         np.testing.assert_allclose(got[train], x, rtol=0, atol=1e-12)
         np.testing.assert_allclose(got[~train], m(z[~train]), rtol=0, atol=1e-12)
+
+
+def test_estimates_run_with_one_blas_thread_and_restore_the_setting(monkeypatch):
+    """Outside a run (analyze, direct calls) a thread per core made the decoder 6x slower here."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    inner = decoder.cross_fit
+
+    def spy(*args, **kwargs):
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "cross_fit", spy)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(2), 20)
+    z = rng.normal(size=(40, 3)) + y[:, None]
+    with threadpool_limits(limits=2, user_api="blas"):
+        info.estimate_with_error("decoder", z, y)
+        info.Series("decoder").estimate_with_error(z, y)
+        after = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert seen == [{1}, {1}]
+    assert after == {2}
