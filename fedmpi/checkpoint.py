@@ -88,3 +88,35 @@ def remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+class Pending:
+    """A checkpoint taken but not yet saved: the coordinator's trace does not hold all its
+    logged rows yet, because the measuring thread is still at them.
+
+    The checkpoint says the trace holds `state["rows"]` rows; saving it before they are
+    written would make a resume skip rows. Waiting for them at the check point kept the
+    workers waiting too: with the decoder at every sync point they waited 1.28 s at each
+    checkpoint instead of 0.10 s (measured, one worker). So the state is held, the workers
+    go on, and it is saved at the first check point where the rows are written (`ready`)
+    or when it must be (`save`: a stop, or the next checkpoint). A rank killed in between
+    resumes from the checkpoint before, as if killed just before this one.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.state: dict | None = None
+
+    def hold(self, state: dict) -> None:
+        self.state = state
+
+    def ready(self, rows_written: int) -> None:
+        """Save the held checkpoint if the trace holds all its rows."""
+        if self.state is not None and rows_written >= self.state["rows"]:
+            self.save()
+
+    def save(self) -> None:
+        """Save the held checkpoint now (the caller has had every row written)."""
+        if self.state is not None:
+            save(self.path, self.state)
+            self.state = None

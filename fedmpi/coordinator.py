@@ -136,6 +136,7 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
     # logged round reaches the trace and the console as soon as it is measured.
     comm.idle = lambda: recorder.take(measurements.poll())
     row = writer.rows
+    pending = checkpoint.Pending(ckpt_path)  # saved once the trace holds its rows
     for j in range(first, schedule.num_checks):
         final = j == schedule.num_checks - 1
         i = position.syncs  # the round under way ends at sync point i
@@ -191,16 +192,22 @@ def run_coordinator(comm, cfg, dataset, plan, trace_path: str, job: str, console
                 measurements.submit(row, server["theta"], mi_z, console.note, full_test=plan.full_test(final))
                 row += 1
                 recorder.take(measurements.poll())
+        pending.ready(writer.rows)
         if checkpoint_due(cfg.checkpoint.every, schedule.num_checks, j, stopping):
             states = comm.collect(None)
-            recorder.take(measurements.drain())
-            checkpoint.save(ckpt_path, {
+            if pending.state is not None:  # the one before is still waiting for its rows
+                recorder.take(measurements.drain())
+                pending.save()
+            pending.hold({
                 "config": config_yaml, "world_size": comm.world_size, "sync_index": position.syncs - 1,
                 "check_index": j, "position": position.saved(), "client_steps": torch.from_numpy(client_steps),
-                "rows": writer.rows, "elapsed": time.perf_counter() - start,
+                "rows": row, "elapsed": time.perf_counter() - start,  # row: the rows logged so far
                 "cpu_seconds": time.process_time() - cpu_start,
                 "server": tensors(server), "workers": [s["group"] for s in states]})
+            pending.ready(writer.rows)  # at once when nothing is being measured
             if stopping:
+                recorder.take(measurements.drain())
+                pending.save()
                 comm.idle = None
                 measurements.close()
                 writer.close(None)

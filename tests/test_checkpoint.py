@@ -88,3 +88,18 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
     monkeypatch.undo()
     assert open(path, "rb").read() == before and checkpoint.load(path)["sync_index"] == 1
     assert sorted(os.listdir(tmp_path)) == ["a.ckpt"]
+
+
+def test_a_held_checkpoint_is_saved_only_once_the_trace_holds_its_rows(tmp_path):
+    path = str(tmp_path / "run.ckpt")
+    pending = checkpoint.Pending(path)
+    pending.ready(0)  # nothing held: nothing written
+    assert not os.path.exists(path)
+    pending.hold({"rows": 5, "theta": torch.arange(3.0)})
+    pending.ready(4)  # the measuring thread is still at the fifth row
+    assert not os.path.exists(path)
+    pending.ready(5)
+    assert checkpoint.load(path)["rows"] == 5 and pending.state is None
+    pending.hold({"rows": 9})
+    pending.save()  # a stop: saved now (the caller has drained the measurements)
+    assert checkpoint.load(path)["rows"] == 9
