@@ -8,7 +8,10 @@ CIFAR-10-shaped synthetic data, side by side, activations logged:
 at probe 1,000 (the default data.probe_size) and 5,000, (3) decoder and
 EDGE together (the paper jobs) at probe 1,000, and (4) MI off and on with one
 worker, where the coordinator has a core of its own. It prints each wall time
-over MI off's at the same probe size (target <= 1.05). Then, for probe sizes 1,000
+(from the start of training to the last sync point, as before 2026-12-04)
+over MI off's at the same probe size (target <= 1.05), and the same ratio
+of the times from launch to exit, which include the measurements still
+queued at the last sync point (and the fixed start-up and final test). Then, for probe sizes 1,000
 and 5,000 (evaluation subset = probe), the workers' seconds per logged round
 spent evaluating the local and averaged models and computing Z, with
 activations on and off: what logging Z costs a worker.
@@ -21,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import h5py
@@ -41,9 +45,12 @@ def run(mpiexec: list[str], out: Path, name: str, steps: int, probe: int, activa
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    launched = time.perf_counter()
     proc = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
     with h5py.File(out / f"{name}.h5", "r") as f:
-        return dict(wall=float(f["rounds/time"][-1]), eval_s=float(np.mean(f["timing/eval_seconds"][:])),
+        # Launch to exit (the measurements still queued at the last sync point are in it), and
+        # the start of training to the last sync point (rounds/time, as before 2026-12-04).
+        return dict(exit=time.perf_counter() - launched, wall=float(f["rounds/time"][-1]), eval_s=float(np.mean(f["timing/eval_seconds"][:])),
                     train_s=float(np.mean(f["timing/train_seconds"][:])),
                     waited=proc.stdout.count("rounds behind"))
 
@@ -66,13 +73,17 @@ def main() -> None:
             on = run(mpiexec, out, f"mi-{probe}-{len(mi)}", args.steps, probe, True, mi)
             print(f"probe {probe}, activations on, {mi}: wall {on['wall']:.1f} s "
                   f"(coordinator said it waited {on['waited']} times); "
-                  f"ratio on / off = {on['wall'] / offs[probe]['wall']:.3f}   (target <= 1.05)")
+                  f"ratio on / off = {on['wall'] / offs[probe]['wall']:.3f}   (target <= 1.05); "
+                  f"launch to exit {on['exit']:.1f} s against {offs[probe]['exit']:.1f} s, "
+                  f"ratio {on['exit'] / offs[probe]['exit']:.3f}")
         # One worker: the coordinator has a core of its own, as on a cluster node.
         alone_off = run(mpiexec, out, "w1-off", args.steps, 1000, True, "[]", workers=1)
         alone_on = run(mpiexec, out, "w1-on", args.steps, 1000, True, "[decoder]", workers=1)
         print(f"1 worker (the coordinator has its own core), probe 1000, [decoder]: wall {alone_on['wall']:.1f} s "
               f"against {alone_off['wall']:.1f} s MI off (coordinator said it waited {alone_on['waited']} times); "
-              f"ratio on / off = {alone_on['wall'] / alone_off['wall']:.3f}   (target <= 1.05)")
+              f"ratio on / off = {alone_on['wall'] / alone_off['wall']:.3f}   (target <= 1.05); "
+              f"launch to exit {alone_on['exit']:.1f} s against {alone_off['exit']:.1f} s, "
+              f"ratio {alone_on['exit'] / alone_off['exit']:.3f}")
         if args.skip_eval:
             return
         off = offs[5000]
