@@ -10,8 +10,9 @@ representations to its measurement thread (test accuracy, mutual
 information), which works while the workers train towards the next sync
 point. A round is written to the trace once its test accuracy is known; MI
 values follow when estimated. Every `checkpoint.every` check points, and when a
-rank got SIGTERM/SIGUSR1, it collects the workers' states, waits for the
-measurements to catch up and writes one checkpoint next to the trace.
+rank got SIGTERM/SIGUSR1, it collects the workers' states and writes one
+checkpoint next to the trace once the trace holds every row logged so far
+(checkpoint.Pending; the workers go on meanwhile, except on a stop).
 """
 
 from __future__ import annotations
