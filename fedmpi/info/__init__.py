@@ -64,6 +64,8 @@ def load(names) -> None:
     for name in names:
         for module in _entry(name).impl.modules:
             importlib.import_module(module)
+    if names:
+        _blas()  # every estimate holds BLAS to one thread (scipy.linalg, threadpoolctl)
 
 
 _BLAS = []  # the threadpoolctl controller of numpy's and scipy's BLAS, made at the first estimate
@@ -76,11 +78,15 @@ def _one_blas_thread():
     ranks set `train.threads` themselves (fedmpi.device.limit_threads); this covers `analyze`
     and direct calls. The controller lists the libraries loaded when it is made, so scipy's
     own BLAS is loaded first; using it costs about 10 microseconds a call."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
+def _blas():
     if not _BLAS:
         import scipy.linalg  # noqa: F401 - loads scipy's BLAS, so the controller can see it
         from threadpoolctl import ThreadpoolController
         _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
+    return _BLAS[0]
 
 
 def _entry(name: str):
