@@ -198,23 +198,6 @@ class Comm:
         self._comm.Abort(code)
 
 
-def exit_process(code: int) -> None:
-    """Exit with `code`, skipping the garbage collector's last passes over every object.
-
-    At exit Python collects garbage while it frees its modules, and with torch loaded
-    that took 0.44 s of a process that had only imported torch (0.10 s after
-    `gc.freeze()`, which moves every live object out of the collector's view;
-    measured). The exit is otherwise the usual one: atexit handlers run, and
-    mpi4py's finalises MPI. (Ending a rank with os._exit right after MPI_Finalize was
-    faster still, but MPICH's launcher then sometimes killed a rank's watcher and
-    failed the job.)
-    """
-    import gc
-
-    gc.freeze()
-    sys.exit(code)
-
-
 def _pickled(obj: object) -> int:
     """Bytes of `obj` as mpi4py sends it (pickle, highest protocol)."""
     return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
