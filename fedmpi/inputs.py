@@ -88,8 +88,9 @@ class Inputs:
     @property
     def layout(self) -> torch.memory_format:
         """The layout examples go through a model in, training and evaluation alike:
-        channels-last for images (LeNet's training step 0.83x and evaluation 0.42x the time of
-        NCHW on a CPU; benchmarks/model_speed.py, eval_speed.py), else as they are."""
+        channels-last for images, else as they are. On a CPU a LeNet training step took 4.21
+        against 5.66 ms in NCHW (docs/performance.md) and its evaluation 0.45x the time
+        (benchmarks/eval_speed.py)."""
         return torch.channels_last if self.raw.dim() == 4 else torch.contiguous_format
 
     def chunk(self, start: int, stop: int) -> torch.Tensor:

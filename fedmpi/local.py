@@ -75,12 +75,10 @@ def evaluate_with_probe(group, eval_x, eval_y, probe_x, probe_y, want_z: bool, h
     is held out."""
     if not held_out:
         return group.evaluate(eval_x, eval_y, len(probe_y), want_z)
-    local, avg = group.evaluate(eval_x, eval_y, 0, False)
-    p_local, p_avg = group.evaluate(probe_x, probe_y, len(probe_y), want_z)
-    return (replace(local, z_probe=p_local.z_probe, probe_pred=p_local.probe_pred,
-                                probe_logp=p_local.probe_logp),
-            replace(avg, z_probe=p_avg.z_probe, probe_pred=p_avg.probe_pred,
-                                probe_logp=p_avg.probe_logp))
+    on_subset = group.evaluate(eval_x, eval_y, 0, False)
+    on_probe = group.evaluate(probe_x, probe_y, len(probe_y), want_z)
+    return tuple(replace(e, z_probe=p.z_probe, probe_pred=p.probe_pred, probe_logp=p.probe_logp)
+                 for e, p in zip(on_subset, on_probe))
 
 
 def new_model(cfg, input_shape, num_classes, device):
@@ -134,8 +132,8 @@ class LocalTrainer:
         # Own generators: the batch order and the augmentation are functions of (seed, `worker`)
         # alone, whatever the device; ClientGroup passes the client's id.
         self.gen = torch.Generator().manual_seed(int_seed(cfg.seed, ORDER, worker))
-        self.augment = cfg.data.augment == "crop-flip"
         self.augment_gen = torch.Generator().manual_seed(int_seed(cfg.seed, AUGMENT, worker))
+        self.augment = self._augment if cfg.data.augment == "crop-flip" else None  # Inputs.take's transform
         self.perm = torch.empty(0, dtype=torch.int64)
         self.pos = 0
         self.epochs_started = 0
@@ -195,8 +193,7 @@ class LocalTrainer:
         loss_sum = torch.zeros((), device=self.x.device)
         for _ in range(steps):
             idx = self._next_batch()
-            augment = self._augment if self.augment else None
-            batch = self.x.take(idx, augment)  # (B, C, H, W) float32, channels-last for images
+            batch = self.x.take(idx, self.augment)  # (B, C, H, W) float32, channels-last for images
             logits = self.model(batch)
             loss = F.cross_entropy(logits, self.y.index_select(0, idx))
             self.grad.zero_()
