@@ -9,6 +9,13 @@ the images in the default (NCHW) or the channels-last layout, under
 torch.inference_mode, one thread. The variants run in turn, --repeats times,
 and each row is the best time (ms per example) and its ratio to the old
 setting (chunks of 1,000, NCHW).
+
+A second table times what a worker does at a logged sync point: its local
+and its global model on the same --examples, through `fedmpi.local.evaluate`
+twice with the 2x2 max-pools of torch (F.max_pool2d, the code before
+`fedmpi.models.base.max_pool2`), twice with `max_pool2`, and once through
+`evaluate_pair` (LeNet shares its convolutions between the two models),
+alternately, best of --repeats, and the ratio of each to the first.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch.nn.functional as F  # noqa: E402
+
+from fedmpi import local  # noqa: E402
 from fedmpi.data import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from fedmpi.inputs import Inputs  # noqa: E402
-from fedmpi.models import build_model  # noqa: E402
+from fedmpi.models import build_model, cnn, lenet  # noqa: E402
 
 
 def main() -> None:
@@ -54,6 +64,41 @@ def main() -> None:
     for (chunk, layout), ms in best.items():
         name = "channels_last" if layout == torch.channels_last else "NCHW"
         print(f"{chunk:>6} {name:>14} {ms:>11.4f} {ms / base:>13.2f}")
+    pair(args, x)
+
+
+def pair(args, x: Inputs) -> None:
+    """The local and the global model on the same examples: two passes or one pair pass."""
+    one = build_model(args.model, (3, 32, 32), 10, seed=0)
+    other = build_model(args.model, (3, 32, 32), 10, seed=1)
+    y = torch.from_numpy(np.random.default_rng(1).integers(0, 10, len(x)))
+    x = x.for_evaluation()  # as a worker holds its evaluation subset
+    fast = lenet.max_pool2
+
+    def two(pool):
+        def run():
+            lenet.max_pool2 = cnn.max_pool2 = pool
+            try:
+                local.evaluate(one, x, y, 0, False)
+                local.evaluate(other, x, y, 0, False)
+            finally:
+                lenet.max_pool2 = cnn.max_pool2 = fast
+        return run
+
+    variants = {"two passes, F.max_pool2d": two(lambda h: F.max_pool2d(h, 2)),
+                "two passes, max_pool2": two(fast),
+                "evaluate_pair": lambda: local.evaluate_pair(one, other, x, y, 0, False)}
+    best = {name: float("inf") for name in variants}
+    for _ in range(args.repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], (time.perf_counter() - start) / len(x) * 1e3)
+    base = best["two passes, F.max_pool2d"]
+    print(f"\nlocal and global model on the same {len(x)} examples (chunks of {local.EVAL_CHUNK}, channels-last)")
+    print(f"{'':>26} {'ms/example':>11} {'ratio':>7}")
+    for name, ms in best.items():
+        print(f"{name:>26} {ms:>11.4f} {ms / base:>7.2f}")
 
 
 if __name__ == "__main__":

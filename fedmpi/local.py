@@ -205,6 +205,46 @@ class LocalTrainer:
         return float(loss_sum)
 
 
+class _Tally:
+    """One model's evaluation, added up chunk by chunk (on the device: no host sync per chunk)."""
+
+    def __init__(self, device, probe_size: int, want_z: bool):
+        self.probe_size, self.want_z = probe_size, want_z
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.zs, self.preds, self.logps = [], [], []
+
+    def add(self, start: int, logits: torch.Tensor, z: torch.Tensor, target: torch.Tensor) -> None:
+        """The chunk of examples start.. : logits (B, classes), z (B, D), target (B,)."""
+        self.correct += (logits.argmax(1) == target).sum()
+        self.loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
+        if start < self.probe_size:
+            head = logits[:self.probe_size - start]
+            self.preds.append(head.argmax(1))
+            self.logps.append(F.log_softmax(head.double(), dim=1).gather(1, target[:len(head), None])[:, 0])
+            if self.want_z:
+                self.zs.append(z[:self.probe_size - start])
+
+    def result(self, examples: int) -> Evaluation:
+        n, probe = max(examples, 1), self.probe_size
+        z_probe = torch.cat(self.zs).float().cpu() if probe and self.want_z else None
+        pred = torch.cat(self.preds).cpu().numpy() if probe else None
+        logp = torch.cat(self.logps).cpu().numpy() if probe else None
+        return Evaluation(int(self.correct) / n, float(self.loss_sum) / n, z_probe, pred, logp, examples)
+
+
+def _evaluate(forward, count: int, x, y: torch.Tensor, probe_size: int, want_z: bool) -> list[Evaluation]:
+    """`count` models' Evaluations on (x, y); forward(chunk) -> [(logits, z)] * count."""
+    x = Inputs.of(x)  # images go through the convolutions in channels-last layout (Inputs.chunk)
+    tallies = [_Tally(x.device, probe_size, want_z) for _ in range(count)]
+    for start in range(0, len(y), EVAL_CHUNK):
+        outputs = forward(x.chunk(start, start + EVAL_CHUNK))
+        target = y[start:start + EVAL_CHUNK]
+        for tally, (logits, z) in zip(tallies, outputs):
+            tally.add(start, logits, z, target)
+    return [tally.result(len(y)) for tally in tallies]
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, x, y: torch.Tensor, probe_size: int = 0,
              want_z: bool = True) -> Evaluation:
@@ -212,26 +252,18 @@ def evaluate(model: torch.nn.Module, x, y: torch.Tensor, probe_size: int = 0,
     `probe_size` examples (the probe) the predictions and log-probabilities of the true labels,
     and Z when `want_z`."""
     model.eval()
-    x = Inputs.of(x)  # images go through the convolutions in channels-last layout (Inputs.chunk)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    zs, preds, logps = [], [], []
-    for start in range(0, len(y), EVAL_CHUNK):
-        logits, z = model.forward_with_representation(x.chunk(start, start + EVAL_CHUNK))
-        target = y[start:start + EVAL_CHUNK]
-        correct += (logits.argmax(1) == target).sum()
-        loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
-        if start < probe_size:
-            head = logits[:probe_size - start]
-            preds.append(head.argmax(1))
-            logps.append(F.log_softmax(head.double(), dim=1).gather(1, target[:len(head), None])[:, 0])
-            if want_z:
-                zs.append(z[:probe_size - start])
-    n = max(len(y), 1)
-    z_probe = torch.cat(zs).float().cpu() if probe_size and want_z else None
-    pred = torch.cat(preds).cpu().numpy() if probe_size else None
-    logp = torch.cat(logps).cpu().numpy() if probe_size else None
-    return Evaluation(int(correct) / n, float(loss_sum) / n, z_probe, pred, logp, len(y))
+    return _evaluate(lambda chunk: [model.forward_with_representation(chunk)], 1, x, y, probe_size, want_z)[0]
+
+
+@torch.inference_mode()
+def evaluate_pair(model: torch.nn.Module, other: torch.nn.Module, x, y: torch.Tensor, probe_size: int = 0,
+                  want_z: bool = True) -> tuple[Evaluation, Evaluation]:
+    """`evaluate` of two models of one architecture on the same examples, in the same passes
+    (`FedModel.forward_pair`: LeNet shares its convolutions between the two)."""
+    model.eval()
+    other.eval()
+    local, averaged = _evaluate(lambda chunk: model.forward_pair(other, chunk), 2, x, y, probe_size, want_z)
+    return local, averaged
 
 
 def probe_bounds(labels: np.ndarray, local: Evaluation, averaged: Evaluation) -> np.ndarray:
@@ -277,6 +309,9 @@ class ClientGroup:
         self.weights = [len(c.y) if cfg.clients.weighting == "examples" else 1 for c in self.clients]
         self.evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, device)
         self.eval_flat = FlatParams(self.evaluator)
+        # The global model's copy for evaluation beside the local one (evaluate_pair).
+        self.global_evaluator = new_model(cfg, dataset.input_shape, dataset.num_classes, device)
+        self.global_flat = FlatParams(self.global_evaluator)
         self.size = self.eval_flat.size
         self.algorithm = algorithm = new_algorithm(cfg, self.evaluator, self.eval_flat, num_clients)
         self.client_states: list[State] = [algorithm.client_init() for _ in self.clients]
@@ -403,14 +438,13 @@ class ClientGroup:
                  want_z: bool) -> tuple[Evaluation, Evaluation]:
         """The local model (NaN when no client trained) and the global one, on (x, y); the
         first `probe_size` examples are the probe (Z only when `want_z`)."""
+        self.global_flat.assign(torch.from_numpy(self.server["theta"]))
         if self.local_theta is None:
             z = torch.full((probe_size, self.evaluator.representation_dim), float("nan")) if want_z else None
             local = Evaluation(float("nan"), float("nan"), z)
-        else:
-            self.eval_flat.assign(self.local_theta)
-            local = evaluate(self.evaluator, x, y, probe_size, want_z)
-        self.eval_flat.assign(torch.from_numpy(self.server["theta"]))
-        return local, evaluate(self.evaluator, x, y, probe_size, want_z)
+            return local, evaluate(self.global_evaluator, x, y, probe_size, want_z)
+        self.eval_flat.assign(self.local_theta)
+        return evaluate_pair(self.evaluator, self.global_evaluator, x, y, probe_size, want_z)
 
     def state(self) -> dict:
         out = {"clients": [c.state() for c in self.clients],

@@ -7,12 +7,14 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fedmpi import config
 from fedmpi.errors import UsageError
 from fedmpi.flat import FlatParams
 from fedmpi.local import LocalTrainer
 from fedmpi.models import MODELS, FedModel, build_model
+from fedmpi.models.base import max_pool2
 from fedmpi.models.cnn import CNN, CNNParams, max_depth
 from fedmpi.models.resnet import BasicBlock, ResNetParams
 
@@ -254,3 +256,63 @@ def test_groupnorm_resnet_is_stateless_train_and_eval_agree():
     assert not list(model.buffers())
     x = images(2, seed=3)
     assert torch.equal(model.train()(x), model.eval()(x))
+
+
+# ------------------------------------------------------------------ evaluation's fast paths
+
+@pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 16, 10, 10), (2, 5, 7, 9), (2, 1, 4, 6)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_max_pool2_is_max_pool2d_with_and_without_autograd(shape, channels_last):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    x[0, :, :2, :2] = 0.5  # ties inside a window
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.max_pool2d(x, 2)
+    with torch.inference_mode():
+        fast = max_pool2(x)
+    assert torch.equal(fast, expected)
+    if channels_last:
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+    # With autograd it is F.max_pool2d itself: the same gradient, a tie's included.
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    max_pool2(a).sum().backward()
+    F.max_pool2d(b, 2).sum().backward()
+    assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("name, values", [("lenet", {}), ("lenet", {"width": 0.5}), ("lenet", {"width": 2.0}),
+                                          ("cnn", {}), ("resnet8", {"norm": "batch"})],
+                         ids=["lenet", "lenet-w0.5", "lenet-w2", "cnn", "resnet8-batch"])
+def test_forward_pair_is_each_model_alone(name, values):
+    one, other = make(name, seed=0, **values).eval(), make(name, seed=1, **values).eval()
+    x = images(37, seed=4).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        pair = one.forward_pair(other, x)
+        alone = (one.forward_with_representation(x), other.forward_with_representation(x))
+    for (logits, z), (ref_logits, ref_z) in zip(pair, alone):
+        # The same sums per output channel; allow for a convolution library's other blocking.
+        assert torch.allclose(logits, ref_logits, rtol=0, atol=1e-5)
+        assert torch.allclose(z, ref_z, rtol=0, atol=1e-5)
+        assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
+
+
+def test_forward_pair_with_autograd_runs_the_models_one_after_the_other():
+    one, other = make("lenet", seed=0), make("lenet", seed=1)
+    (logits, _), (other_logits, _) = one.forward_pair(other, images(3))
+    (logits.sum() + other_logits.sum()).backward()
+    assert one.conv1.weight.grad is not None and other.conv1.weight.grad is not None
+
+
+def test_evaluate_pair_is_two_evaluations():
+    from fedmpi.local import evaluate, evaluate_pair
+    one, other = make("lenet", seed=0), make("lenet", seed=1)
+    x, y = images(300, seed=5), torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(6))
+    pair = evaluate_pair(one, other, x, y, probe_size=140, want_z=True)
+    for got, model in zip(pair, (one, other)):
+        ref = evaluate(model, x, y, probe_size=140, want_z=True)
+        assert got.examples == ref.examples == 300
+        assert got.accuracy == pytest.approx(ref.accuracy, abs=1e-12)
+        assert got.loss == pytest.approx(ref.loss, rel=1e-6)
+        assert torch.allclose(got.z_probe, ref.z_probe, rtol=0, atol=1e-5) and got.z_probe.shape == (140, 84)
+        assert (got.probe_pred == ref.probe_pred).all()
+        assert got.probe_logp == pytest.approx(ref.probe_logp, abs=1e-5)

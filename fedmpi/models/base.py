@@ -11,6 +11,11 @@ is and which tensors are its final layers:
   model's own classifier can be scored on a logged Z.
 - `final_layers`: the names of the parameter tensors that form the
   classifier head (FedPVR's "final layers", Li et al. 2023).
+- `forward_pair(other, x)`, optional: the forward passes of this model and
+  `other` (the same architecture, other weights) on the same inputs, as
+  ((logits, z), (logits, z)). A worker evaluates its local and its global
+  model on the same examples at every logged sync point; a model can share
+  the work of the two (LeNet does). The default runs one after the other.
 - Its state is its parameters and buffers. Floating-point buffers (e.g.
   BatchNorm running statistics) live in the flat vector beside the
   parameters (fedmpi.flat) and are averaged with them; integer buffers (e.g.
@@ -28,6 +33,7 @@ import abc
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fedmpi.registry import Registry
@@ -49,6 +55,28 @@ class FedModel(nn.Module, metaclass=abc.ABCMeta):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_representation(x)[0]
+
+    def forward_pair(self, other: "FedModel", x: torch.Tensor):
+        """((logits, z) of this model, (logits, z) of `other`) on the same x."""
+        return self.forward_with_representation(x), other.forward_with_representation(x)
+
+
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """F.max_pool2d(x, 2) on a map (B, C, H, W), the same values.
+
+    Without autograd on a CPU, a channels-last map of even height and width is
+    pooled as two elementwise maxima over views of its memory (B, H/2, 2, W/2,
+    2C): about a fifth of the time F.max_pool2d takes on LeNet's first map
+    (6 channels; benchmarks/eval_speed.py). Training keeps F.max_pool2d,
+    whose backward is the faster one (and routes a tie's gradient as before).
+    """
+    b, c, h, w = x.shape
+    if (torch.is_grad_enabled() or x.device.type != "cpu" or h % 2 or w % 2
+            or not x.is_contiguous(memory_format=torch.channels_last)):
+        return F.max_pool2d(x, 2)
+    rows = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2 * c)  # a view: pixel pairs side by side
+    half = torch.maximum(rows[:, :, 0], rows[:, :, 1])  # (B, H/2, W/2, 2C): max over row pairs
+    return torch.maximum(half[..., :c], half[..., c:]).permute(0, 3, 1, 2)  # (B, C, H/2, W/2) channels-last
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmpi.models.base import MODELS, FedModel
+from fedmpi.models.base import MODELS, FedModel, max_pool2
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,28 @@ class LeNet(FedModel):
         self.fc3 = nn.Linear(h2, num_classes)
 
     def forward_with_representation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 6w, 14, 14)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 16w, 5, 5)
+        x = max_pool2(F.relu(self.conv1(x)))  # (B, 6w, 14, 14)
+        x = max_pool2(F.relu(self.conv2(x)))  # (B, 16w, 5, 5)
+        return self._dense(x)
+
+    def _dense(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.fc1(x.flatten(1)))  # (B, 120w)
         z = F.relu(self.fc2(x))  # (B, D = 84w): the representation Z
         return self.fc3(z), z
+
+    def forward_pair(self, other: FedModel, x: torch.Tensor):
+        """Both models' convolutions as one: conv1 with both sets of filters side by side (a
+        CPU computes LeNet's 6 filters in the time of 16: a model pair costs one conv1, not
+        two), conv2 as a grouped convolution over the pair. Each output channel sums the
+        same products as alone. Without autograd only; else one model after the other."""
+        if torch.is_grad_enabled() or not isinstance(other, LeNet) or other.conv1.weight.shape != self.conv1.weight.shape:
+            return super().forward_pair(other, x)
+        c2 = self.conv2.out_channels
+        both = [(self.conv1, other.conv1), (self.conv2, other.conv2)]
+        (w1, b1), (w2, b2) = ((torch.cat([a.weight, b.weight]), torch.cat([a.bias, b.bias])) for a, b in both)
+        x = max_pool2(F.relu(F.conv2d(x, w1, b1)))  # (B, 2 * 6w, 14, 14): this model's channels first
+        x = max_pool2(F.relu(F.conv2d(x, w2, b2, groups=2)))  # (B, 2 * 16w, 5, 5)
+        return self._dense(x[:, :c2]), other._dense(x[:, c2:])
 
     def logits_from_representation(self, z: torch.Tensor) -> torch.Tensor:
         return self.fc3(z)
