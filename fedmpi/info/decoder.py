@@ -68,6 +68,7 @@ It estimates I(Z;Y) only; I(X;Z) of two float sides raises ValueError.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -219,7 +220,7 @@ class InputMap:
 def _own_mid_ranks(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mid-rank (n, D) of every entry of z within its column, and the sorted columns (D, n)."""
     z_t = np.ascontiguousarray(z.T)  # (D, n): sorts and scans run along contiguous rows
-    order = np.argsort(z_t, axis=1)  # ties are grouped by the scan below, so any sort order of equal values works
+    order = np.argsort(z_t, axis=1, kind="stable")  # ties are grouped by the scan below: any order of equal values works
     s = np.take_along_axis(z_t, order, axis=1)
     n = s.shape[1]
     pos = np.arange(n)
@@ -238,7 +239,7 @@ def _own_mid_ranks(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _mid_ranks_in(sorted_t: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Mid-rank (m, D) of every entry of z among the sorted training column (D, n)."""
     z_t = np.ascontiguousarray(z.T)  # (D, m)
-    order = np.argsort(z_t, axis=1)
+    order = np.argsort(z_t, axis=1, kind="stable")
     q = np.take_along_axis(z_t, order, axis=1)  # sorted queries: searchsorted runs ~4x faster
     counts = np.empty(q.shape)
     for j in range(q.shape[0]):
@@ -261,7 +262,9 @@ class SortedColumns:
     def __init__(self, z: np.ndarray):
         z_t = np.ascontiguousarray(z.T)  # (D, N)
         d, n = z_t.shape
-        self.order = np.argsort(z_t, axis=1)
+        # Any order of equal values gives the same ranks; the stable sort is the faster one on a
+        # ReLU's columns (2.3 against 5.5 ms at N = 1,000, D = 84: quicksort slows on the zeros).
+        self.order = np.argsort(z_t, axis=1, kind="stable")
         s = np.take_along_axis(z_t, self.order, axis=1)
         starts = np.ones(s.shape, dtype=bool)
         starts[:, 1:] = s[:, 1:] != s[:, :-1]
@@ -279,6 +282,16 @@ class SortedColumns:
         return ranks.T
 
 
+@functools.lru_cache(maxsize=8)
+def _normal_scores(n: int) -> np.ndarray:
+    """Phi^-1((r + 1/2) / (n + 1)) for every mid-rank r = 0, 1/2, ..., n among n training values
+    (2n + 1,), indexed by 2r: the same values as computing it per entry, once per training size."""
+    from scipy.special import ndtri
+    scores = ndtri((np.arange(2 * n + 1) * 0.5 + 0.5) / (n + 1))
+    scores.flags.writeable = False  # shared by every call with this n
+    return scores
+
+
 def map_rows(z: np.ndarray, train: np.ndarray, kind: str, cols: SortedColumns | None) -> np.ndarray:
     """Every row of z (N, D) mapped by the InputMap of the rows ``train`` (N,) bool: x (N, D).
 
@@ -288,8 +301,7 @@ def map_rows(z: np.ndarray, train: np.ndarray, kind: str, cols: SortedColumns | 
     """
     u = z
     if kind == "quantile":
-        from scipy.special import ndtri
-        u = ndtri((cols.mid_ranks(train) + 0.5) / (int(train.sum()) + 1))
+        u = _normal_scores(int(train.sum()))[(2 * cols.mid_ranks(train)).astype(np.intp)]
     u_train = u[train]
     std = u_train.std(axis=0)
     std[std == 0.0] = 1.0
@@ -519,7 +531,8 @@ def cross_fit(z: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, see
     """
     fold = stratified_folds(labels, n_classes, folds, seed)
     held = [fold == g for g in range(folds)]
-    cols = SortedColumns(z) if any(family.transform == "quantile" for family in families) else None
+    used = families if reuse is None else [families[m] for m, _, _ in reuse]
+    cols = SortedColumns(z) if any(family.transform == "quantile" for family in used) else None
     if reuse is not None:
         return _refit(z, labels, n_classes, fold, held, families, reuse, cols)
     d = z.shape[1]
