@@ -296,6 +296,21 @@ def test_forward_pair_is_each_model_alone(name, values):
         assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
 
 
+@pytest.mark.parametrize("width, shape", [(1.0, (3, 32, 32)), (0.5, (3, 32, 32)), (2.0, (3, 32, 32)),
+                                          (1.0, (1, 28, 28)), (1.0, (3, 33, 33))])
+def test_lenet_conv1_on_column_pairs_is_conv1(width, shape):
+    model = make("lenet", shape=shape, width=width).eval()
+    x = torch.randn((9, *shape), generator=torch.Generator().manual_seed(7)).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast = model._conv1(x)
+        alone = model.forward_with_representation(x)
+    expected = model.conv1(x)
+    assert fast.shape == expected.shape and fast.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fast, expected, rtol=0, atol=1e-5)
+    reference = model.forward_with_representation(x)  # with autograd: conv1 itself
+    assert torch.allclose(alone[0], reference[0], rtol=0, atol=1e-5)
+
+
 def test_forward_pair_with_autograd_runs_the_models_one_after_the_other():
     one, other = make("lenet", seed=0), make("lenet", seed=1)
     (logits, _), (other_logits, _) = one.forward_pair(other, images(3))
