@@ -12,8 +12,8 @@ setting (chunks of 1,000, NCHW).
 
 A second table times what a worker does at a logged sync point: its local
 and its global model on the same --examples, through `fedmpi.local.evaluate`
-twice with torch's own layers (F.max_pool2d and conv1 as it is: the code
-before `fedmpi.models.base.max_pool2` and `LeNet._conv1`), twice as this
+twice with torch's own layers (ReLU, F.max_pool2d and conv1 as it is: the
+code before `fedmpi.models.base.relu_max_pool2` and `LeNet._conv1`), twice as this
 version evaluates one model, and once through `evaluate_pair` (LeNet shares
 its convolutions between the two models), alternately, best of --repeats,
 and the ratio of each to the first.
@@ -74,23 +74,23 @@ def pair(args, x: Inputs) -> None:
     other = build_model(args.model, (3, 32, 32), 10, seed=1)
     y = torch.from_numpy(np.random.default_rng(1).integers(0, 10, len(x)))
     x = x.for_evaluation()  # as a worker holds its evaluation subset
-    fast = lenet.max_pool2
+    fast = lenet.relu_max_pool2
 
     conv1 = lenet.LeNet._conv1
 
     def two(pool, first_conv):
         def run():
-            lenet.max_pool2 = cnn.max_pool2 = pool
+            lenet.relu_max_pool2 = cnn.relu_max_pool2 = pool
             lenet.LeNet._conv1 = first_conv
             try:
                 local.evaluate(one, x, y, 0, False)
                 local.evaluate(other, x, y, 0, False)
             finally:
-                lenet.max_pool2 = cnn.max_pool2 = fast
+                lenet.relu_max_pool2 = cnn.relu_max_pool2 = fast
                 lenet.LeNet._conv1 = conv1
         return run
 
-    variants = {"two passes, torch's layers": two(lambda h: F.max_pool2d(h, 2), lambda self, h: self.conv1(h)),
+    variants = {"two passes, torch's layers": two(lambda h: F.max_pool2d(F.relu(h), 2), lambda self, h: self.conv1(h)),
                 "two passes, this version": two(fast, conv1),
                 "evaluate_pair": lambda: local.evaluate_pair(one, other, x, y, 0, False)}
     best = {name: float("inf") for name in variants}

@@ -14,7 +14,7 @@ from fedmpi.errors import UsageError
 from fedmpi.flat import FlatParams
 from fedmpi.local import LocalTrainer
 from fedmpi.models import MODELS, FedModel, build_model
-from fedmpi.models.base import max_pool2
+from fedmpi.models.base import relu_max_pool2
 from fedmpi.models.cnn import CNN, CNNParams, max_depth
 from fedmpi.models.resnet import BasicBlock, ResNetParams
 
@@ -262,21 +262,22 @@ def test_groupnorm_resnet_is_stateless_train_and_eval_agree():
 
 @pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 16, 10, 10), (2, 5, 7, 9), (2, 1, 4, 6)])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_max_pool2_is_max_pool2d_with_and_without_autograd(shape, channels_last):
+def test_relu_max_pool2_is_relu_then_max_pool2d_with_and_without_autograd(shape, channels_last):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     x[0, :, :2, :2] = 0.5  # ties inside a window
+    x[-1, :, 2:4, :2] = -1.0  # a window the ReLU zeroes
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    expected = F.max_pool2d(x, 2)
+    expected = F.max_pool2d(F.relu(x), 2)
     with torch.inference_mode():
-        fast = max_pool2(x)
+        fast = relu_max_pool2(x)
     assert torch.equal(fast, expected)
     if channels_last:
         assert fast.is_contiguous(memory_format=torch.channels_last)
-    # With autograd it is F.max_pool2d itself: the same gradient, a tie's included.
+    # With autograd it is ReLU and F.max_pool2d themselves: the same gradient, a tie's included.
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    max_pool2(a).sum().backward()
-    F.max_pool2d(b, 2).sum().backward()
+    relu_max_pool2(a).sum().backward()
+    F.max_pool2d(F.relu(b), 2).sum().backward()
     assert torch.equal(a.grad, b.grad)
 
 

@@ -61,22 +61,32 @@ class FedModel(nn.Module, metaclass=abc.ABCMeta):
         return self.forward_with_representation(x), other.forward_with_representation(x)
 
 
-def max_pool2(x: torch.Tensor) -> torch.Tensor:
-    """F.max_pool2d(x, 2) on a map (B, C, H, W), the same values.
+def relu_max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """F.max_pool2d(F.relu(x), 2) on a map (B, C, H, W), the same values.
 
     Without autograd on a CPU, a channels-last map of even height and width is
     pooled as two elementwise maxima over views of its memory (B, H/2, 2, W/2,
-    2C): about a fifth of the time F.max_pool2d takes on LeNet's first map
-    (6 channels; benchmarks/eval_speed.py). Training keeps F.max_pool2d,
-    whose backward is the faster one (and routes a tie's gradient as before).
+    2C), and the ReLU runs after the pool, in place, on a quarter of the map
+    (ReLU and max commute). F.max_pool2d is slow on few channels: on LeNet's
+    first map (6 channels) it took about a third of an evaluation
+    (benchmarks/eval_speed.py). With autograd (training) it is ReLU, then
+    F.max_pool2d, whose backward is the faster one and routes a tie's
+    gradient as it always has.
     """
+    return _pooled_views(x).relu_() if _views_apply(x) else F.max_pool2d(F.relu(x), 2)
+
+
+def _views_apply(x: torch.Tensor) -> bool:
+    _, _, h, w = x.shape
+    return (not torch.is_grad_enabled() and x.device.type == "cpu" and h % 2 == 0 and w % 2 == 0
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _pooled_views(x: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
-    if (torch.is_grad_enabled() or x.device.type != "cpu" or h % 2 or w % 2
-            or not x.is_contiguous(memory_format=torch.channels_last)):
-        return F.max_pool2d(x, 2)
     rows = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2 * c)  # a view: pixel pairs side by side
     half = torch.maximum(rows[:, :, 0], rows[:, :, 1])  # (B, H/2, W/2, 2C): max over row pairs
-    return torch.maximum(half[..., :c], half[..., c:]).permute(0, 3, 1, 2)  # (B, C, H/2, W/2) channels-last
+    return torch.maximum(half[..., :c], half[..., c:]).permute(0, 3, 1, 2)  # (B, C, H/2, W/2) channels-last, new
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int,

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmpi.models.base import MODELS, FedModel, max_pool2
+from fedmpi.models.base import MODELS, FedModel, relu_max_pool2
 
 MAX_GROWTH = 3  # channels double after at most 3 pools: the last stages have 8x width, as VGG
 
@@ -114,9 +114,8 @@ class CNN(FedModel):
 
     def forward_with_representation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for conv, pool in zip(self.convs, self.pool_after):
-            x = F.relu(conv(x))  # (B, width * 2**min(s, 3), H >> s, W >> s) in stage s
-            if pool:
-                x = max_pool2(x)
+            # (B, width * 2**min(s, 3), H >> s, W >> s) in stage s
+            x = relu_max_pool2(conv(x)) if pool else F.relu(conv(x))
         z = F.relu(self.fc(x.flatten(1)))  # (B, D = hidden): the representation Z
         return self.head(z), z
 

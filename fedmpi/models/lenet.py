@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmpi.models.base import MODELS, FedModel, max_pool2
+from fedmpi.models.base import MODELS, FedModel, relu_max_pool2
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class LeNet(FedModel):
         self.fc3 = nn.Linear(h2, num_classes)
 
     def forward_with_representation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = max_pool2(F.relu(self._conv1(x)))  # (B, 6w, 14, 14)
-        x = max_pool2(F.relu(self.conv2(x)))  # (B, 16w, 5, 5)
+        x = relu_max_pool2(self._conv1(x))  # (B, 6w, 14, 14)
+        x = relu_max_pool2(self.conv2(x))  # (B, 16w, 5, 5)
         return self._dense(x)
 
     def _conv1(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,8 +89,8 @@ class LeNet(FedModel):
         c2 = self.conv2.out_channels
         both = [(self.conv1, other.conv1), (self.conv2, other.conv2)]
         (w1, b1), (w2, b2) = ((torch.cat([a.weight, b.weight]), torch.cat([a.bias, b.bias])) for a, b in both)
-        x = max_pool2(F.relu(F.conv2d(x, w1, b1)))  # (B, 2 * 6w, 14, 14): this model's channels first
-        x = max_pool2(F.relu(F.conv2d(x, w2, b2, groups=2)))  # (B, 2 * 16w, 5, 5)
+        x = relu_max_pool2(F.conv2d(x, w1, b1))  # (B, 2 * 6w, 14, 14): this model's channels first
+        x = relu_max_pool2(F.conv2d(x, w2, b2, groups=2))  # (B, 2 * 16w, 5, 5)
         return self._dense(x[:, :c2]), other._dense(x[:, c2:])
 
     def logits_from_representation(self, z: torch.Tensor) -> torch.Tensor:
