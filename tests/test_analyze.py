@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -441,7 +442,8 @@ def test_crashed_trace_reads_complete_rounds(traces, tmp_path, capsys):
         del f.attrs["finished"]
     rc, out, err = analyze(capsys, trace)
     assert rc == 0, err
-    assert "running or interrupted" in out and f"{R} logged" in out and "99" not in out
+    assert "running or interrupted" in out and f"{R} logged" in out
+    assert re.search(r"(?<![\w./-])(99(\.\d|%)|9900)", out) is None  # no junk value (the path may hold pytest-99/)
     assert f"{t['mi/edge/zy_local'][R - 2, 0]:.4f}" in out  # latest EDGE row is the one before
     rc, out, err = analyze(capsys, trace, "--csv", "-")
     assert rc == 0, err
