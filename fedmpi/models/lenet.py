@@ -57,9 +57,10 @@ class LeNet(FedModel):
         filters 5 x 6 at column stride 2, the first c of them the 5 x 5 filters with a zero
         column after, the other c with a zero column before. Its 2c output channels at column j
         are columns 2j and 2j + 1 of the c channels, so the result is a view of the same memory,
-        channels-last. The same products are summed (plus exact zeros); a CPU computes the 2c
-        filters on half the positions in about 0.65 of the time of c filters on all of them
-        (LeNet's 6 cost what 16 do; benchmarks/eval_speed.py)."""
+        channels-last. The same products are summed (plus exact zeros). With oneDNN's AVX-512
+        kernels LeNet's 6 filters cost what 16 do, and this takes 0.65 of the time of conv1;
+        with its AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2) the two take the same time
+        (benchmarks/eval_speed.py, docs/performance.md)."""
         conv = self.conv1
         b, _, h, w = x.shape
         out_w = w - conv.kernel_size[1] + 1
@@ -80,10 +81,11 @@ class LeNet(FedModel):
         return self.fc3(z), z
 
     def forward_pair(self, other: FedModel, x: torch.Tensor):
-        """Both models' convolutions as one: conv1 with both sets of filters side by side (a
-        CPU computes LeNet's 6 filters in the time of 16: a model pair costs one conv1, not
-        two), conv2 as a grouped convolution over the pair. Each output channel sums the
-        same products as alone. Without autograd only; else one model after the other."""
+        """Both models' convolutions as one: conv1 with both sets of filters side by side
+        (oneDNN's AVX-512 kernels compute LeNet's 6 filters in the time of 16, so a pair costs
+        one conv1; with AVX2 kernels 12 filters take 0.76 of two sixes), conv2 as a grouped
+        convolution over the pair. Each output channel sums the same products as alone.
+        Without autograd only; else one model after the other."""
         if torch.is_grad_enabled() or not isinstance(other, LeNet) or other.conv1.weight.shape != self.conv1.weight.shape:
             return super().forward_pair(other, x)
         c2 = self.conv2.out_channels
