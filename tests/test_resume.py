@@ -50,6 +50,19 @@ def _wait_for_rounds(path, rounds, proc, limit=120):
     pytest.fail(f"{path} never reached {rounds} rounds")
 
 
+def _wait_for_checkpoint(path, proc, ready=lambda state: True, limit=120):
+    """Wait until the checkpoint at `path` exists and `ready(state)`. A periodic checkpoint is
+    saved at the first check point after its trace rows are written (checkpoint.Pending), so it
+    can trail the rows the trace already shows: a test that kills the job waits for it."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        assert proc.poll() is None, f"run ended early: {proc.communicate()}"
+        if path.exists() and ready(checkpoint.load(str(path))):  # saved whole, then renamed: never partial
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{path} never held the checkpoint the test needs")
+
+
 def _assert_same(a_path, b_path):
     with open_trace(str(a_path)) as a, open_trace(str(b_path)) as b:
         assert b.attrs["status"] == "complete" and b.attrs["resumed"] >= 1
@@ -90,6 +103,7 @@ def test_sigusr1_to_the_launcher_checkpoints_every_rank_and_exits_0(tmp_path):
 def test_killed_job_resumes_from_its_last_periodic_checkpoint(tmp_path, uninterrupted):
     proc = _start(tmp_path)
     _wait_for_rounds(tmp_path / "run.h5", 23, proc)
+    _wait_for_checkpoint(tmp_path / "run.ckpt", proc, lambda state: state["sync_index"] >= 19)
     kill_job(proc, str(tmp_path))  # no chance to checkpoint: the periodic one must do
     state = checkpoint.load(str(tmp_path / "run.ckpt"))  # intact, and loads without executing anything
     assert state["sync_index"] % 5 == 4 and state["sync_index"] >= 19
@@ -102,9 +116,10 @@ def test_killed_job_resumes_from_its_last_periodic_checkpoint(tmp_path, uninterr
 
 def test_resume_refuses_a_changed_config_world_size_or_damaged_checkpoint(tmp_path):
     proc = _start(tmp_path, "checkpoint.every=2")
-    _wait_for_rounds(tmp_path / "run.h5", 3, proc)
-    kill_job(proc, str(tmp_path))
     ckpt = tmp_path / "run.ckpt"
+    _wait_for_rounds(tmp_path / "run.h5", 3, proc)
+    _wait_for_checkpoint(ckpt, proc)
+    kill_job(proc, str(tmp_path))
     intact = ckpt.read_bytes()
     damaged = bytearray(intact)
     for pos in (len(damaged) // 2, len(damaged) // 2 + 7, len(damaged) - 3):
@@ -136,6 +151,7 @@ def test_compressed_run_with_error_feedback_resumes_exactly(tmp_path):
     out = tmp_path / "cut"
     proc = _start(out, *extra)
     _wait_for_rounds(out / "run.h5", 23, proc)
+    _wait_for_checkpoint(out / "run.ckpt", proc)
     kill_job(proc, str(out))
     assert "compressor" in checkpoint.load(str(out / "run.ckpt"))["workers"][0]
     run_ok(3, smoke_args(out, "run", *LONG, *extra) + ["--auto-resume"])
@@ -195,6 +211,7 @@ def test_information_sync_killed_in_mid_round_resumes_exactly(tmp_path):
     out = tmp_path / "cut"
     proc = _start(out, *extra)
     _wait_for_rounds(out / "run.h5", 3, proc)  # sync points at check points 6, 13, 20
+    _wait_for_checkpoint(out / "run.ckpt", proc, lambda state: state["position"]["policy"]["measured"] >= 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     state = checkpoint.load(str(out / "run.ckpt"))
@@ -209,6 +226,7 @@ def test_a_checkpoint_from_before_sync_policies_resumes_exactly(tmp_path, uninte
     they are periodic runs saved at a sync point, and resume as such."""
     proc = _start(tmp_path)
     _wait_for_rounds(tmp_path / "run.h5", 12, proc)
+    _wait_for_checkpoint(tmp_path / "run.ckpt", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     ckpt = str(tmp_path / "run.ckpt")
