@@ -74,9 +74,7 @@ def pair(args, x: Inputs) -> None:
     other = build_model(args.model, (3, 32, 32), 10, seed=1)
     y = torch.from_numpy(np.random.default_rng(1).integers(0, 10, len(x)))
     x = x.for_evaluation()  # as a worker holds its evaluation subset
-    fast = lenet.relu_max_pool2
-
-    conv1 = lenet.LeNet._conv1
+    fast, conv1 = lenet.relu_max_pool2, lenet.LeNet._conv1
 
     def two(pool, first_conv):
         def run():

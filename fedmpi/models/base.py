@@ -76,10 +76,16 @@ def relu_max_pool2(x: torch.Tensor) -> torch.Tensor:
     return _pooled_views(x).relu_() if _views_apply(x) else F.max_pool2d(F.relu(x), 2)
 
 
+def cpu_inference(x: torch.Tensor) -> bool:
+    """Whether a layer may take its CPU evaluation path on x: no autograd (training keeps
+    torch's own layers and their gradients), a CPU tensor, channels-last."""
+    return (not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def _views_apply(x: torch.Tensor) -> bool:
     _, _, h, w = x.shape
-    return (not torch.is_grad_enabled() and x.device.type == "cpu" and h % 2 == 0 and w % 2 == 0
-            and x.is_contiguous(memory_format=torch.channels_last))
+    return cpu_inference(x) and h % 2 == 0 and w % 2 == 0
 
 
 def _pooled_views(x: torch.Tensor) -> torch.Tensor:

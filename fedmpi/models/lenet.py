@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmpi.models.base import MODELS, FedModel, relu_max_pool2
+from fedmpi.models.base import MODELS, FedModel, cpu_inference, relu_max_pool2
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,9 @@ class LeNet(FedModel):
         with its AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2) the two take the same time
         (benchmarks/eval_speed.py, docs/performance.md)."""
         conv = self.conv1
-        b, _, h, w = x.shape
+        b, _, _, w = x.shape
         out_w = w - conv.kernel_size[1] + 1
-        if (torch.is_grad_enabled() or x.device.type != "cpu" or out_w % 2 or 2 * conv.out_channels > 16
-                or not x.is_contiguous(memory_format=torch.channels_last)):
+        if not cpu_inference(x) or out_w % 2 or 2 * conv.out_channels > 16:
             return conv(x)
         c, kh, kw = conv.out_channels, *conv.kernel_size
         pair = conv.weight.new_zeros((2 * c, conv.in_channels, kh, kw + 1))
@@ -86,7 +85,8 @@ class LeNet(FedModel):
         one conv1; with AVX2 kernels 12 filters take 0.76 of two sixes), conv2 as a grouped
         convolution over the pair. Each output channel sums the same products as alone.
         Without autograd only; else one model after the other."""
-        if torch.is_grad_enabled() or not isinstance(other, LeNet) or other.conv1.weight.shape != self.conv1.weight.shape:
+        if (torch.is_grad_enabled() or not isinstance(other, LeNet)
+                or other.conv1.weight.shape != self.conv1.weight.shape):
             return super().forward_pair(other, x)
         c2 = self.conv2.out_channels
         both = [(self.conv1, other.conv1), (self.conv2, other.conv2)]
