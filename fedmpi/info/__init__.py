@@ -31,6 +31,7 @@ estimator are.  See docs/mutual-information.md for the exact formulas.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from ._common import ESTIMATORS, XZ, ZY, Estimate, as_side, pair_kind
@@ -68,9 +69,6 @@ def load(names) -> None:
         _blas()  # every estimate holds BLAS to one thread (scipy.linalg, threadpoolctl)
 
 
-_BLAS = []  # the threadpoolctl controller of numpy's and scipy's BLAS, made at the first estimate
-
-
 def _one_blas_thread():
     """Every estimate runs with one BLAS thread. Its matrices are small (N x D, D x D): with a
     thread per core, OpenBLAS spends the time starting and syncing threads, and the decoder
@@ -81,12 +79,13 @@ def _one_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
+@functools.cache
 def _blas():
-    if not _BLAS:
-        import scipy.linalg  # noqa: F401 - loads scipy's BLAS, so the controller can see it
-        from threadpoolctl import ThreadpoolController
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0]
+    """The threadpoolctl controller of numpy's and scipy's BLAS, made once (info.load or the
+    first estimate)."""
+    import scipy.linalg  # noqa: F401 - loads scipy's BLAS, so the controller can see it
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
 
 
 def _entry(name: str):
