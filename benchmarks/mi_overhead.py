@@ -50,7 +50,8 @@ def run(mpiexec: list[str], out: Path, name: str, steps: int, probe: int, activa
     with h5py.File(out / f"{name}.h5", "r") as f:
         # Launch to exit (the measurements still queued at the last sync point are in it), and
         # the start of training to the last sync point (rounds/time, as before 2026-12-04).
-        return dict(exit=time.perf_counter() - launched, wall=float(f["rounds/time"][-1]), eval_s=float(np.mean(f["timing/eval_seconds"][:])),
+        return dict(exit=time.perf_counter() - launched, wall=float(f["rounds/time"][-1]),
+                    eval_s=float(np.mean(f["timing/eval_seconds"][:])),
                     train_s=float(np.mean(f["timing/train_seconds"][:])),
                     waited=proc.stdout.count("rounds behind"))
 
