@@ -50,7 +50,7 @@ class DecoderMlpParams:
     transform: str = "standardize"  # input map, as decoder.transform ("auto" doubles the cost)
     seed: int = 0  # seeds the folds and the initial W1
     max_iter: int = 300  # L-BFGS iterations per fit (a cap, not a tuned early stop)
-    retune: int = 10  # in a series, the inner CV every retune-th estimate, as decoder.retune
+    retune: int = 10  # in a series, the inner CV every retune-th estimate (see decoder.retune)
 
     def check(self) -> None:
         c.check_int(NAME, "folds", self.folds, 3)
