@@ -110,8 +110,8 @@ class DecoderParams:
     # estimates it), the inner CV runs at the first estimate and at every retune-th after it;
     # in between, each fold keeps its (transform, alpha) and starts from its last model
     # (see Series). 1: the inner CV every time. A single estimate always runs it. 20 since
-    # 2026-12-04 (10 before): a third cheaper in a run's series, and on a non-iid paper run's
-    # activations within 0.004 nats of 10 in mean difference to the full inner CV
+    # 2026-12-04 (10 before): a quarter to a third cheaper in a run's series, and on a non-iid
+    # paper run's activations within 0.004 nats of 10 in mean difference to the full inner CV
     # (docs/mutual-information.md).
     retune: int = 20
 
