@@ -7,10 +7,11 @@ worker and model (local, averaged), over every EVERY-th logged row, with
 the first N examples of the worker's probe (default 1,000, the default
 probe size), this estimates I(Z;Y) twice: with `info.estimate_with_error`
 (the full inner CV every time) and with one `info.Series` (what a run does,
-`decoder.retune` = 10 by default, or each of `--retune`). It prints the seconds per estimate of each, their
-ratio, and the difference series - full against the full estimate's
-standard error. With several `--retune` values, one series each, on the
-same rows (the full estimate is made once). One BLAS thread, as inside a run.
+with `decoder.retune` at its default, or at each value of `--retune`). It
+prints the seconds per estimate of each, their ratio, and the difference
+series - full against the full estimate's standard error. With several
+`--retune` values, one series each, on the same rows (the full estimate is
+made once). One BLAS thread, as inside a run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from fedmpi import info
 from fedmpi.device import limit_threads
+from fedmpi.info.decoder import DecoderParams
 
 
 def main() -> None:
@@ -30,7 +32,8 @@ def main() -> None:
     parser.add_argument("trace")
     parser.add_argument("n", nargs="?", type=int, default=1000, help="probe examples per estimate")
     parser.add_argument("every", nargs="?", type=int, default=4, help="use every EVERY-th logged row")
-    parser.add_argument("--retune", type=int, nargs="+", default=[10], help="decoder.retune of the series")
+    parser.add_argument("--retune", type=int, nargs="+", default=[DecoderParams().retune],
+                        help="decoder.retune of the series (default: the estimator's default)")
     args = parser.parse_args()
     limit_threads(1)  # one BLAS thread, as in a run (also for scipy, loaded later)
     with h5py.File(args.trace, "r") as f:
@@ -63,6 +66,7 @@ def main() -> None:
                     print(f"{model:>9} {k + 1:>6} {retune:>6} {full_s / len(rows):>10.3f} "
                           f"{series_s[retune] / len(rows):>12.3f} {full_s / series_s[retune]:>6.1f} "
                           f"{d.mean():>+9.4f} {d.min():>+9.4f} {d.max():>+9.4f} {np.mean(ses):>8.3f}", flush=True)
+
 
 if __name__ == "__main__":
     main()

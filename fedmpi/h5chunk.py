@@ -8,8 +8,9 @@ a zlib stream any HDF5 reader inflates, in about a quarter of the time
 (checksum included) and a little smaller. So `ChunkRows` compresses each
 row itself (with `isal` where it is installed, else with Python's zlib at
 level 1, as HDF5 would), appends the Fletcher-32 checksum HDF5's filter
-would, and writes the chunk directly (H5Dwrite_chunk). What a reader gets is the same file as before: the same
-filters in the dataset's pipeline, the same values, checked the same way.
+would, and writes the chunk directly (H5Dwrite_chunk). What a reader gets
+is the same file as before: the same filters in the dataset's pipeline, the
+same values, checked the same way.
 """
 
 from __future__ import annotations
