@@ -1,16 +1,21 @@
 """Everything around training, on the real CIFAR-10 job: measuring every sync point, start-up, memory.
 
     python benchmarks/speed.py [measuring] [startup] [memory] [--data DIR] [--before DIR]
-                               [--mpiexec mpiexec] [--repeats 2]
+                               [--mpiexec mpiexec] [--repeats 2] [--workers 2]
 
 measuring  jobs/default.yaml (the paper's setup: LeNet, 2 workers, batch 32, sync every
            100, decoder MI, activations) scaled to 10,000 CIFAR-10 images per worker and
            6 epochs, run with metrics at every sync point (trace.every=1) and at every
-           10th (trace.every=10), alternately, --repeats times each.  Prints the wall
+           10th (trace.every=10), alternately, --repeats times each, after one warm-up
+           run that is not counted; every second repeat runs its jobs in the mirrored
+           order (A B, B A), so a drift of the machine's speed during the benchmark
+           weighs on both settings alike with an even --repeats.  Prints the wall
            time of each (launch to exit) and the ratio every-sync / every-10th (target
            <= 1.3), the same ratio of the CPU seconds all ranks used (steadier than wall
            time when other work shares the machine), and the seconds each worker spends
-           evaluating per logged round.
+           evaluating per logged round.  --workers 1 runs the same job with one worker
+           (mpiexec -n 2): on a 2-core machine each rank then has a core of its own, as
+           the coordinator has on a cluster node, instead of three ranks sharing two.
 startup    a near-empty job: jobs/default.yaml with 320 images per worker, one epoch,
            sync every 10 batches (10 local steps, one sync point), probe 100.  Launch to
            exit and launch to the start of training (the trace's `training_started`
@@ -44,9 +49,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch(mpiexec: list[str], root: Path, out: Path, name: str, sets: list[str], watch=None) -> dict:
+def launch(mpiexec: list[str], root: Path, out: Path, name: str, sets: list[str], watch=None,
+           workers: int = 2) -> dict:
     """Run jobs/default.yaml from checkout `root` with `--set` overrides; wall time from launch to exit."""
-    cmd = [*mpiexec, "-n", "3", sys.executable, "-m", "fedmpi", "-c", str(root / "jobs" / "default.yaml"),
+    cmd = [*mpiexec, "-n", str(workers + 1), sys.executable, "-m", "fedmpi", "-c", str(root / "jobs" / "default.yaml"),
            "-o", str(out), "--force", "--progress", "plain", "--set", f"trace.path={name}.h5"]
     for s in sets:
         cmd += ["--set", s]
@@ -82,29 +88,39 @@ def data_sets(data: Path) -> list[str]:
 # ----- measuring every sync point ------------------------------------------------------
 
 
-def measuring(mpiexec, roots: dict[str, Path], data: Path, repeats: int) -> None:
+def measuring(mpiexec, roots: dict[str, Path], data: Path, repeats: int, workers: int = 2) -> None:
     sets = data_sets(data) + ["data.samples_per_worker=10000", "train.epochs=6"]
     walls = {(label, every): [] for label in roots for every in (1, 10)}
     cpus = {(label, every): [] for label in roots for every in (1, 10)}
     extra = {}
+    order = [(label, every) for label in roots for every in (1, 10)]
     with tempfile.TemporaryDirectory() as tmp:
+        # The first job after a pause ran slower here (cold caches, the CPU's clock): not counted.
+        label, every = order[0]
+        r = launch(mpiexec, roots[label], Path(tmp), "m-warmup", sets + [f"trace.every={every}"], workers=workers)
+        print(f"  {label:6s} trace.every={every:<3d} warm-up: wall {r['wall']:6.1f} s (not counted)", flush=True)
         for i in range(repeats):
-            for label, root in roots.items():
-                for every in (1, 10):
-                    r = launch(mpiexec, root, Path(tmp), f"m-{label}-{every}-{i}", sets + [f"trace.every={every}"])
-                    walls[label, every].append(r["wall"])
-                    cpus[label, every].append(r["cpu"])
-                    extra[label, every] = r
-                    print(f"  {label:6s} trace.every={every:<3d} run {i + 1}: wall {r['wall']:6.1f} s, "
-                          f"CPU {r['cpu']:6.1f} s "
-                          f"({r['rows']} rows; workers evaluating {np.round(r['eval_s'], 1)} s)", flush=True)
+            for label, every in (order if i % 2 == 0 else order[::-1]):
+                root = roots[label]
+                r = launch(mpiexec, root, Path(tmp), f"m-{label}-{every}-{i}", sets + [f"trace.every={every}"],
+                           workers=workers)
+                walls[label, every].append(r["wall"])
+                cpus[label, every].append(r["cpu"])
+                extra[label, every] = r
+                print(f"  {label:6s} trace.every={every:<3d} run {i + 1}: wall {r['wall']:6.1f} s, "
+                      f"CPU {r['cpu']:6.1f} s "
+                      f"({r['rows']} rows; workers evaluating {np.round(r['eval_s'], 1)} s)", flush=True)
+    if repeats % 2:
+        print("  (an odd --repeats: the mirrored order does not balance a drift of the machine's speed)")
     for label in roots:
         one, ten = statistics.mean(walls[label, 1]), statistics.mean(walls[label, 10])
         c1, c10 = statistics.mean(cpus[label, 1]), statistics.mean(cpus[label, 10])
         r1 = extra[label, 1]
-        print(f"measuring [{label}]: wall every sync {one:.1f} s, every 10th {ten:.1f} s, ratio = {one / ten:.3f} "
-              f"(target <= 1.3); CPU seconds of all ranks {c1:.1f} and {c10:.1f}, ratio = {c1 / c10:.3f}; "
-              f"per logged row each worker evaluates for {np.mean(r1['eval_s']) / r1['rows']:.3f} s")
+        pairs = " ".join(f"{a / b:.3f}" for a, b in zip(walls[label, 1], walls[label, 10]))
+        print(f"measuring [{label}, {workers} worker{'s' if workers > 1 else ''}]: wall every sync {one:.1f} s, every 10th {ten:.1f} s, ratio = {one / ten:.3f} "
+              f"(target <= 1.3; each repeat's pair: {pairs}); CPU seconds of all ranks {c1:.1f} and {c10:.1f}, "
+              f"ratio = {c1 / c10:.3f}; per logged row each worker evaluates for "
+              f"{np.mean(r1['eval_s']) / r1['rows']:.3f} s")
 
 
 # ----- start-up ---------------------------------------------------------------------------
@@ -209,10 +225,13 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None, help="another checkout, measured alternately")
     parser.add_argument("--mpiexec", default="mpiexec")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="workers of the measuring job (default 2)")
     args = parser.parse_args()
     unknown = sorted(set(args.parts) - {"measuring", "startup", "memory"})
     if unknown:
         parser.error(f"unknown part {unknown[0]!r}: choose from measuring, startup, memory")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     if not (args.data / "cifar-10-batches-py").is_dir():
         raise SystemExit(f"{args.data}/cifar-10-batches-py not found: pass --data DIR "
                          "(python ../shared/data/prepare_cifar10.py DIR writes it)")
@@ -220,7 +239,7 @@ def main() -> None:
     mpiexec = args.mpiexec.split()
     print(f"machine: {os.cpu_count()} CPUs; {', '.join(f'{k}: {v}' for k, v in roots.items())}", flush=True)
     for part in args.parts or ["measuring", "startup", "memory"]:
-        {"measuring": lambda: measuring(mpiexec, roots, args.data.resolve(), args.repeats),
+        {"measuring": lambda: measuring(mpiexec, roots, args.data.resolve(), args.repeats, args.workers),
          "startup": lambda: startup(mpiexec, roots, args.data.resolve()),
          "memory": lambda: memory(mpiexec, roots, args.data.resolve())}[part]()
 

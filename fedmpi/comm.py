@@ -85,6 +85,15 @@ class Comm:
             time.sleep(delay)
             delay = min(2 * delay, _POLL_MAX_S)
 
+    def _settle(self) -> None:
+        """Collective: wait, sleeping between polls, until every rank has arrived. Called before
+        each blocking object collective, where one side can wait long (the workers for the
+        coordinator's preflight or its reading of a checkpoint, the coordinator for the workers'
+        data): MPICH spins in a blocking call, and a spinning rank takes the core a rank still at
+        work needs."""
+        self._wait(self._comm.Ibarrier())
+        self._count(0, 0)
+
     # ------------------------------------------------------------ sync points
     def agree(self, fn: Callable[[], T]) -> T:
         """Collective: run `fn` on the coordinator only and give every rank its result.
@@ -99,6 +108,7 @@ class Comm:
                 outcome = ("ok", fn())
             except UsageError as exc:
                 outcome = ("usage", str(exc))
+        self._settle()
         kind, value = self._comm.bcast(outcome, root=COORDINATOR)
         self._count(0, 0 if self.is_coordinator else _pickled((kind, value)))
         if kind == "usage":
@@ -160,12 +170,14 @@ class Comm:
 
     def collect(self, obj: object) -> list | None:
         """Collective, at checkpoints: each worker's state (small, pickled) to the coordinator."""
+        self._settle()
         gathered = self._comm.gather(obj, root=COORDINATOR)
         self._count(0 if self.is_coordinator else _pickled(obj), 0)
         return gathered[1:] if self.is_coordinator else None
 
     def distribute(self, objs: list | None) -> object:
         """Collective, on resume: the coordinator hands worker k objs[k]; it gets None itself."""
+        self._settle()
         mine = self._comm.scatter([None] + list(objs) if self.is_coordinator else None, root=COORDINATOR)
         self._count(0, _pickled(mine) if not self.is_coordinator else 0)
         return mine
@@ -177,6 +189,7 @@ class Comm:
         traced back to a rank."""
         import socket
         mine = (self.rank, socket.gethostname(), os.getpid())
+        self._settle()
         gathered = self._comm.gather(mine, root=COORDINATOR)
         self._count(0 if self.is_coordinator else _pickled(mine), 0)
         return gathered if self.is_coordinator else None

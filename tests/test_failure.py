@@ -112,3 +112,15 @@ def test_unreadable_data_is_one_line(tmp_path):
     assert proc.stderr.count("fedmpi: error: cannot read CIFAR-10 batch") == 1
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_rank_waiting_for_another_to_work_sleeps_instead_of_spinning():
+    # The workers wait through the coordinator's one-second preflight, the coordinator through
+    # the workers' one second before a checkpoint. Spinning would cost each about a CPU second
+    # (MPICH polls in its blocking collectives); polling with sleeps costs a few milliseconds.
+    proc = launch(3, [], timeout=60, script=[str(ROOT / "tests" / "scripts" / "wait_asleep.py")])
+    assert proc.returncode == 0, proc.stderr
+    waits = [line.split() for line in proc.stdout.splitlines() if "waited using" in line]
+    assert sorted((w[0], w[2]) for w in waits) == [("agree", "1"), ("agree", "2"), ("collect", "0")], proc.stdout
+    for w in waits:
+        assert float(w[5]) < 0.3, proc.stdout
