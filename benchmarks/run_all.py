@@ -5,7 +5,8 @@
 Runs, printing each one's output as it comes:
   1. benchmarks/overhead.py      local step rate against plain PyTorch (one and two processes)
   2. benchmarks/eval_speed.py    evaluation cost per example: chunk size and memory layout
-  3. benchmarks/speed.py         measuring every sync point against every 10th, start-up, memory
+  3. benchmarks/speed.py         measuring every sync point against every 10th, start-up (also a
+                                 first run's, which writes the data cache), memory
   4. benchmarks/mi_overhead.py   the default MI estimator in a run, against MI off (--skip-eval)
 With --before DIR, overhead.py and speed.py also measure that checkout, alternately with this
 one. --quick runs each with fewer repeats (a smoke test of the scripts, not numbers to quote).

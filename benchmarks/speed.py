@@ -1,7 +1,7 @@
 """Everything around training, on the real CIFAR-10 job: measuring every sync point, start-up, memory.
 
-    python benchmarks/speed.py [measuring] [startup] [memory] [--data DIR] [--before DIR]
-                               [--mpiexec mpiexec] [--repeats 2] [--workers 2]
+    python benchmarks/speed.py [measuring] [startup] [firstrun] [memory] [--data DIR] [--before DIR]
+                               [--mpiexec mpiexec] [--repeats 2] [--workers 2] [--set KEY=VALUE ...]
 
 measuring  jobs/default.yaml (the paper's setup: LeNet, 2 workers, batch 32, sync every
            100, decoder MI, activations) scaled to 10,000 CIFAR-10 images per worker and
@@ -16,10 +16,15 @@ measuring  jobs/default.yaml (the paper's setup: LeNet, 2 workers, batch 32, syn
            evaluating per logged round.  --workers 1 runs the same job with one worker
            (mpiexec -n 2): on a 2-core machine each rank then has a core of its own, as
            the coordinator has on a cluster node, instead of three ranks sharing two.
+           --set KEY=VALUE (repeatable) changes the config of both settings' jobs, to see
+           what a choice costs (data.eval_size=1000, say).
 startup    a near-empty job: jobs/default.yaml with 320 images per worker, one epoch,
            sync every 10 batches (10 local steps, one sync point), probe 100.  Launch to
            exit and launch to the start of training (the trace's `training_started`
            attribute against the launch time), median of 3 (targets <= 4.5 s and <= 3 s).
+firstrun   the start-up job on a fresh copy of cifar-10-batches-py/ each time, as a user's
+           first run: the coordinator's preflight decodes the dataset into its cache
+           (data.write_cache) while the workers wait.  Medians of 3.
 memory     jobs/default.yaml for one epoch (782 local steps; all 25,000 images per
            worker, the paper's shards): each rank's peak resident memory (VmHWM, sampled from /proc
            every 0.2 s) and its minor page faults (target <= 0.6 GB per rank).
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -88,8 +94,9 @@ def data_sets(data: Path) -> list[str]:
 # ----- measuring every sync point ------------------------------------------------------
 
 
-def measuring(mpiexec, roots: dict[str, Path], data: Path, repeats: int, workers: int = 2) -> None:
-    sets = data_sets(data) + ["data.samples_per_worker=10000", "train.epochs=6"]
+def measuring(mpiexec, roots: dict[str, Path], data: Path, repeats: int, workers: int = 2,
+              extra_sets: tuple[str, ...] = ()) -> None:
+    sets = data_sets(data) + ["data.samples_per_worker=10000", "train.epochs=6", *extra_sets]
     walls = {(label, every): [] for label in roots for every in (1, 10)}
     cpus = {(label, every): [] for label in roots for every in (1, 10)}
     extra = {}
@@ -117,7 +124,8 @@ def measuring(mpiexec, roots: dict[str, Path], data: Path, repeats: int, workers
         c1, c10 = statistics.mean(cpus[label, 1]), statistics.mean(cpus[label, 10])
         r1 = extra[label, 1]
         pairs = " ".join(f"{a / b:.3f}" for a, b in zip(walls[label, 1], walls[label, 10]))
-        print(f"measuring [{label}, {workers} worker{'s' if workers > 1 else ''}]: wall every sync {one:.1f} s, every 10th {ten:.1f} s, ratio = {one / ten:.3f} "
+        settings = f"{workers} worker{'s' if workers > 1 else ''}" + "".join(f", {s}" for s in extra_sets)
+        print(f"measuring [{label}, {settings}]: wall every sync {one:.1f} s, every 10th {ten:.1f} s, ratio = {one / ten:.3f} "
               f"(target <= 1.3; each repeat's pair: {pairs}); CPU seconds of all ranks {c1:.1f} and {c10:.1f}, "
               f"ratio = {c1 / c10:.3f}; per logged row each worker evaluates for "
               f"{np.mean(r1['eval_s']) / r1['rows']:.3f} s")
@@ -126,14 +134,23 @@ def measuring(mpiexec, roots: dict[str, Path], data: Path, repeats: int, workers
 # ----- start-up ---------------------------------------------------------------------------
 
 
-def startup(mpiexec, roots: dict[str, Path], data: Path, repeats: int = 3) -> None:
-    sets = data_sets(data) + ["data.samples_per_worker=320", "data.probe_size=100", "data.eval_size=320",
-                              "train.epochs=1", "sync.every=10"]
+def startup(mpiexec, roots: dict[str, Path], data: Path, repeats: int = 3, first_run: bool = False) -> None:
+    """The near-empty job's start-up; with `first_run`, each job on a fresh copy of the data folder
+    (only cifar-10-batches-py/), so its preflight writes the decoded cache while the workers wait."""
+    sets = ["data.samples_per_worker=320", "data.probe_size=100", "data.eval_size=320",
+            "train.epochs=1", "sync.every=10"]
     got = {label: ([], []) for label in roots}
+    name = "first run" if first_run else "start-up"
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             for label, root in roots.items():
-                r = launch(mpiexec, root, Path(tmp), f"s-{label}-{i}", sets)
+                root_data = data
+                if first_run:
+                    root_data = Path(tmp) / f"data-{label}-{i}"
+                    shutil.copytree(data / "cifar-10-batches-py", root_data / "cifar-10-batches-py")
+                r = launch(mpiexec, root, Path(tmp), f"s-{label}-{i}", data_sets(root_data) + sets)
+                if first_run:
+                    shutil.rmtree(root_data)
                 got[label][0].append(r["wall"])
                 if r["to_training"] is not None:
                     got[label][1].append(r["to_training"])
@@ -143,7 +160,7 @@ def startup(mpiexec, roots: dict[str, Path], data: Path, repeats: int = 3) -> No
     for label in roots:
         exits, firsts = got[label]
         first = f"{statistics.median(firsts):.2f} s" if firsts else "n/a (no training_started in the trace)"
-        print(f"start-up [{label}]: launch to exit {statistics.median(exits):.2f} s (target <= 4.5), "
+        print(f"{name} [{label}]: launch to exit {statistics.median(exits):.2f} s (target <= 4.5), "
               f"launch to training {first} (target <= 3), medians of {repeats}")
 
 
@@ -220,16 +237,18 @@ def memory(mpiexec, roots: dict[str, Path], data: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", metavar="PART",
-                        help="measuring, startup and/or memory (default: all three)")
+                        help="measuring, startup, firstrun and/or memory (default: all four)")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="folder holding cifar-10-batches-py/")
     parser.add_argument("--before", type=Path, default=None, help="another checkout, measured alternately")
     parser.add_argument("--mpiexec", default="mpiexec")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="workers of the measuring job (default 2)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the measuring jobs (repeatable)")
     args = parser.parse_args()
-    unknown = sorted(set(args.parts) - {"measuring", "startup", "memory"})
+    unknown = sorted(set(args.parts) - {"measuring", "startup", "firstrun", "memory"})
     if unknown:
-        parser.error(f"unknown part {unknown[0]!r}: choose from measuring, startup, memory")
+        parser.error(f"unknown part {unknown[0]!r}: choose from measuring, startup, firstrun, memory")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if not (args.data / "cifar-10-batches-py").is_dir():
@@ -238,9 +257,11 @@ def main() -> None:
     roots = {"after": ROOT} if args.before is None else {"before": args.before.resolve(), "after": ROOT}
     mpiexec = args.mpiexec.split()
     print(f"machine: {os.cpu_count()} CPUs; {', '.join(f'{k}: {v}' for k, v in roots.items())}", flush=True)
-    for part in args.parts or ["measuring", "startup", "memory"]:
-        {"measuring": lambda: measuring(mpiexec, roots, args.data.resolve(), args.repeats, args.workers),
+    for part in args.parts or ["measuring", "startup", "firstrun", "memory"]:
+        {"measuring": lambda: measuring(mpiexec, roots, args.data.resolve(), args.repeats, args.workers,
+                                        tuple(args.sets)),
          "startup": lambda: startup(mpiexec, roots, args.data.resolve()),
+         "firstrun": lambda: startup(mpiexec, roots, args.data.resolve(), first_run=True),
          "memory": lambda: memory(mpiexec, roots, args.data.resolve())}[part]()
 
 
