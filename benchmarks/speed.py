@@ -58,8 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def launch(mpiexec: list[str], root: Path, out: Path, name: str, sets: list[str], watch=None,
            workers: int = 2) -> dict:
     """Run jobs/default.yaml from checkout `root` with `--set` overrides; wall time from launch to exit."""
-    cmd = [*mpiexec, "-n", str(workers + 1), sys.executable, "-m", "fedmpi", "-c", str(root / "jobs" / "default.yaml"),
-           "-o", str(out), "--force", "--progress", "plain", "--set", f"trace.path={name}.h5"]
+    cmd = [*mpiexec, "-n", str(workers + 1), sys.executable, "-m", "fedmpi",
+           "-c", str(root / "jobs" / "default.yaml"), "-o", str(out), "--force", "--progress", "plain",
+           "--set", f"trace.path={name}.h5"]
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
@@ -125,10 +126,10 @@ def measuring(mpiexec, roots: dict[str, Path], data: Path, repeats: int, workers
         r1 = extra[label, 1]
         pairs = " ".join(f"{a / b:.3f}" for a, b in zip(walls[label, 1], walls[label, 10]))
         settings = f"{workers} worker{'s' if workers > 1 else ''}" + "".join(f", {s}" for s in extra_sets)
-        print(f"measuring [{label}, {settings}]: wall every sync {one:.1f} s, every 10th {ten:.1f} s, ratio = {one / ten:.3f} "
-              f"(target <= 1.3; each repeat's pair: {pairs}); CPU seconds of all ranks {c1:.1f} and {c10:.1f}, "
-              f"ratio = {c1 / c10:.3f}; per logged row each worker evaluates for "
-              f"{np.mean(r1['eval_s']) / r1['rows']:.3f} s")
+        print(f"measuring [{label}, {settings}]: wall every sync {one:.1f} s, every 10th {ten:.1f} s, "
+              f"ratio = {one / ten:.3f} (target <= 1.3; each repeat's pair: {pairs}); "
+              f"CPU seconds of all ranks {c1:.1f} and {c10:.1f}, ratio = {c1 / c10:.3f}; "
+              f"per logged row each worker evaluates for {np.mean(r1['eval_s']) / r1['rows']:.3f} s")
 
 
 # ----- start-up ---------------------------------------------------------------------------
