@@ -301,7 +301,8 @@ def test_forward_pair_is_each_model_alone(name, values):
                                           (1.0, (1, 28, 28)), (1.0, (3, 33, 33))])
 def test_lenet_conv1_on_column_pairs_is_conv1(width, shape):
     model = make("lenet", shape=shape, width=width).eval()
-    x = torch.randn((9, *shape), generator=torch.Generator().manual_seed(7)).contiguous(memory_format=torch.channels_last)
+    x = torch.randn((9, *shape), generator=torch.Generator().manual_seed(7))
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         fast = model._conv1(x)
         alone = model.forward_with_representation(x)
